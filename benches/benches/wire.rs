@@ -67,7 +67,8 @@ fn bench_decode(c: &mut Criterion) {
         group.throughput(Throughput::Elements(1));
         group.bench_function(name, |b| {
             b.iter(|| {
-                let Ok(Some((payload, _))) = framing::split(black_box(&bytes), limits.max_frame_len)
+                let Ok(Some((payload, _))) =
+                    framing::split(black_box(&bytes), limits.max_frame_len)
                 else {
                     return None;
                 };

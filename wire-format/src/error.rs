@@ -79,7 +79,10 @@ impl fmt::Display for Error {
             Self::Malformed(reason) => write!(f, "malformed frame: {reason}"),
             Self::UnknownFrameType(tag) => write!(f, "unknown frame type {tag}"),
             Self::EncodeTooLarge { len, max } => {
-                write!(f, "encoded frame of {len} bytes exceeds the {max} byte limit")
+                write!(
+                    f,
+                    "encoded frame of {len} bytes exceeds the {max} byte limit"
+                )
             }
         }
     }

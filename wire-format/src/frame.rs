@@ -40,7 +40,12 @@ impl DeviceKey {
 }
 
 fn hex_digit(nibble: u8) -> char {
-    char::from(b"0123456789abcdef".get(usize::from(nibble & 0x0f)).copied().unwrap_or(b'0'))
+    char::from(
+        b"0123456789abcdef"
+            .get(usize::from(nibble & 0x0f))
+            .copied()
+            .unwrap_or(b'0'),
+    )
 }
 
 fn hex_value(c: u8) -> Option<u8> {

@@ -55,7 +55,9 @@ pub fn check(buf: &[u8], max_frame_len: u32) -> Result<Check, Error> {
 pub fn split(buf: &[u8], max_frame_len: u32) -> Result<Option<(&[u8], usize)>, Error> {
     match check(buf, max_frame_len)? {
         Check::Complete { frame_len } => {
-            let payload = buf.get(LEN_PREFIX_BYTES..frame_len).ok_or(Error::EmptyFrame)?;
+            let payload = buf
+                .get(LEN_PREFIX_BYTES..frame_len)
+                .ok_or(Error::EmptyFrame)?;
             Ok(Some((payload, frame_len)))
         }
         Check::Incomplete { .. } => Ok(None),

@@ -21,5 +21,6 @@
     clippy::cast_possible_truncation
 )]
 
+#[rustfmt::skip]
 mod tern_generated;
 pub use tern_generated::tern::wire::*;
