@@ -1,0 +1,35 @@
+//! What the shard core asks its runtime to do.
+
+use crate::conn::{ConnId, MigrationState};
+use crate::mesh::MeshMsg;
+
+/// A PIN to send by SMS; the runtime answers with
+/// `Shard::handle_sms_result(job, ..)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmsJob {
+    pub job: u64,
+    pub phone: String,
+    pub pin: String,
+    pub text: String,
+}
+
+/// An instruction for the runtime, drained with `Shard::poll_action`.
+#[derive(Debug)]
+pub enum Action {
+    /// `conn` has plaintext to send: call `Shard::take_output`.
+    Wake(ConnId),
+    /// Flush what `conn` has queued (its last frame is an Error or Kicked),
+    /// then close the socket and call `Shard::handle_closed`.
+    Close(ConnId),
+    /// Flush `conn`, then hand its socket and TLS state to shard `to`, which
+    /// calls `Shard::adopt` with `state`; then `Shard::forget` here.
+    Migrate {
+        conn: ConnId,
+        to: u16,
+        state: MigrationState,
+    },
+    /// Carry `msg` to shard `to` (batched per tick by the runtime).
+    Mesh { to: u16, msg: MeshMsg },
+    /// Send an SMS through the gateway, off the executor thread.
+    SendSms(SmsJob),
+}

@@ -1,0 +1,360 @@
+//! Send, MarkRead, DeliverAck, storing on the recipient's home shard, and
+//! streaming inbox items to an online device.
+
+use tern_wire::{Body, ErrorCode, Frame, ReceiptKind};
+
+use super::Shard;
+use crate::action::Action;
+use crate::body;
+use crate::conn::{ConnId, Phase};
+use crate::inbox::Item;
+use crate::mesh::{
+    ConnRef, MeshMsg, OwnedBody, ReceiptPush, StoreContent, StoreReq, StoreResult, Stored,
+};
+use crate::user::UserId;
+
+/// Content to store, borrowed when the store is local.
+enum ContentRef<'a> {
+    Message(Body<'a>),
+    Read { read_client_msg_id: u64 },
+}
+
+impl Shard {
+    pub(super) fn on_send(
+        &mut self,
+        conn: ConnId,
+        from: UserId,
+        client_msg_id: u64,
+        to: u64,
+        body: &Body<'_>,
+        now_ms: u64,
+    ) {
+        if let Err(e) = body::validate(body, &self.cfg.limits) {
+            self.send_error(conn, e.code(), &e.to_string(), client_msg_id, false);
+            return;
+        }
+        let Ok(to) = UserId::from_wire(to) else {
+            self.send_error(
+                conn,
+                ErrorCode::UnknownRecipient,
+                "no such user",
+                client_msg_id,
+                false,
+            );
+            return;
+        };
+        let home = self.home_of(to);
+        if home == self.cfg.shard {
+            let outcome = self.store(
+                from,
+                client_msg_id,
+                to,
+                now_ms,
+                ContentRef::Message(*body),
+                now_ms,
+            );
+            self.answer_store(conn, client_msg_id, outcome);
+        } else {
+            let req = StoreReq {
+                from,
+                client_msg_id,
+                to,
+                sent_at_ms: now_ms,
+                reply: ConnRef {
+                    shard: self.cfg.shard,
+                    conn,
+                },
+                content: StoreContent::Message(OwnedBody::from_body(body)),
+            };
+            self.actions.push_back(Action::Mesh {
+                to: home,
+                msg: MeshMsg::Store(Box::new(req)),
+            });
+        }
+    }
+
+    pub(super) fn on_mark_read(
+        &mut self,
+        conn: ConnId,
+        reader: UserId,
+        client_msg_id: u64,
+        to: u64,
+        read_client_msg_id: u64,
+        now_ms: u64,
+    ) {
+        let Ok(to) = UserId::from_wire(to) else {
+            self.send_error(
+                conn,
+                ErrorCode::UnknownRecipient,
+                "no such user",
+                client_msg_id,
+                false,
+            );
+            return;
+        };
+        let home = self.home_of(to);
+        if home == self.cfg.shard {
+            let content = ContentRef::Read { read_client_msg_id };
+            let outcome = self.store(reader, client_msg_id, to, now_ms, content, now_ms);
+            self.answer_store(conn, client_msg_id, outcome);
+        } else {
+            let req = StoreReq {
+                from: reader,
+                client_msg_id,
+                to,
+                sent_at_ms: now_ms,
+                reply: ConnRef {
+                    shard: self.cfg.shard,
+                    conn,
+                },
+                content: StoreContent::Read { read_client_msg_id },
+            };
+            self.actions.push_back(Action::Mesh {
+                to: home,
+                msg: MeshMsg::Store(Box::new(req)),
+            });
+        }
+    }
+
+    pub(super) fn on_deliver_ack(&mut self, conn: ConnId, user: UserId, id: u64, now_ms: u64) {
+        let Some(item) = self.inboxes.ack(user, id) else {
+            // A repeated or unknown ack: acks are idempotent.
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        if let Item::Message {
+            from,
+            client_msg_id,
+            ..
+        } = item
+        {
+            self.stats.messages_delivered += 1;
+            let push = ReceiptPush {
+                to: from,
+                kind: ReceiptKind::Delivered,
+                peer: user,
+                client_msg_id,
+                at_ms: now_ms,
+            };
+            let home = self.home_of(from);
+            if home == self.cfg.shard {
+                self.push_receipt(push, now_ms);
+            } else {
+                self.actions.push_back(Action::Mesh {
+                    to: home,
+                    msg: MeshMsg::Receipt(push),
+                });
+            }
+        }
+        self.pump(user, now_ms);
+    }
+
+    /// A store request from another shard for a user homed here.
+    pub(super) fn store_remote(&mut self, req: StoreReq, now_ms: u64) {
+        let content = match &req.content {
+            StoreContent::Message(body) => ContentRef::Message(body.as_body()),
+            StoreContent::Read { read_client_msg_id } => ContentRef::Read {
+                read_client_msg_id: *read_client_msg_id,
+            },
+        };
+        let outcome = self.store(
+            req.from,
+            req.client_msg_id,
+            req.to,
+            req.sent_at_ms,
+            content,
+            now_ms,
+        );
+        if req.reply.shard == self.cfg.shard {
+            self.answer_store(req.reply.conn, req.client_msg_id, outcome);
+        } else {
+            self.actions.push_back(Action::Mesh {
+                to: req.reply.shard,
+                msg: MeshMsg::StoreResult(StoreResult {
+                    conn: req.reply.conn,
+                    client_msg_id: req.client_msg_id,
+                    outcome,
+                }),
+            });
+        }
+    }
+
+    pub(super) fn store_result(&mut self, res: StoreResult) {
+        self.answer_store(res.conn, res.client_msg_id, res.outcome);
+    }
+
+    /// Stores one operation for `to` (homed here) unless it is a repeat.
+    /// This is where an item becomes the server's responsibility.
+    fn store(
+        &mut self,
+        from: UserId,
+        client_msg_id: u64,
+        to: UserId,
+        sent_at_ms: u64,
+        content: ContentRef<'_>,
+        now_ms: u64,
+    ) -> Result<Stored, ErrorCode> {
+        debug_assert_eq!(self.home_of(to), self.cfg.shard);
+        if let Some(server_msg_id) = self.dedup.lookup(from, client_msg_id) {
+            self.stats.messages_deduplicated += 1;
+            return Ok(Stored {
+                server_msg_id,
+                timestamp_ms: now_ms,
+            });
+        }
+        if !self.accounts.contains(to) {
+            return Err(ErrorCode::UnknownRecipient);
+        }
+        let id = self.ids.next().map_err(|_| ErrorCode::Internal)?;
+        let item = match content {
+            ContentRef::Message(body) => {
+                let mut frame = Vec::new();
+                let deliver = Frame::Deliver {
+                    id,
+                    from: from.0,
+                    client_msg_id,
+                    sent_at_ms,
+                    body,
+                };
+                if self.encoder.encode(&deliver, &mut frame).is_err() {
+                    // Validated bodies fit a frame (limits.validate keeps
+                    // body bounds under the frame bound).
+                    return Err(ErrorCode::BodyTooLarge);
+                }
+                Item::Message {
+                    id,
+                    from,
+                    client_msg_id,
+                    sent_at_ms,
+                    body: frame.into_boxed_slice(),
+                }
+            }
+            ContentRef::Read { read_client_msg_id } => Item::Receipt {
+                id,
+                kind: ReceiptKind::Read,
+                peer: from,
+                client_msg_id: read_client_msg_id,
+                at_ms: sent_at_ms,
+            },
+        };
+        let is_message = matches!(item, Item::Message { .. });
+        self.inboxes.push(to, item).map_err(|e| e.code())?;
+        self.dedup.insert(from, client_msg_id, id);
+        if is_message {
+            self.stats.messages_stored += 1;
+        } else {
+            self.stats.receipts_stored += 1;
+        }
+        self.pump(to, now_ms);
+        Ok(Stored {
+            server_msg_id: id,
+            timestamp_ms: now_ms,
+        })
+    }
+
+    fn answer_store(
+        &mut self,
+        conn: ConnId,
+        client_msg_id: u64,
+        outcome: Result<Stored, ErrorCode>,
+    ) {
+        match outcome {
+            Ok(stored) => self.send_frame(
+                conn,
+                &Frame::ServerAck {
+                    client_msg_id,
+                    server_msg_id: stored.server_msg_id,
+                    timestamp_ms: stored.timestamp_ms,
+                },
+            ),
+            Err(code) => {
+                let message = match code {
+                    ErrorCode::QueueFull => {
+                        "recipient's queue is full; nothing was stored, retry later"
+                    }
+                    ErrorCode::UnknownRecipient => "no such user",
+                    _ => "could not store the message",
+                };
+                self.send_error(conn, code, message, client_msg_id, false);
+            }
+        }
+    }
+
+    /// A server-made Delivered receipt for a user homed here.
+    pub(super) fn push_receipt(&mut self, push: ReceiptPush, now_ms: u64) {
+        debug_assert_eq!(self.home_of(push.to), self.cfg.shard);
+        let Ok(id) = self.ids.next() else {
+            self.stats.receipts_dropped += 1;
+            return;
+        };
+        let item = Item::Receipt {
+            id,
+            kind: push.kind,
+            peer: push.peer,
+            client_msg_id: push.client_msg_id,
+            at_ms: push.at_ms,
+        };
+        match self.inboxes.push(push.to, item) {
+            Ok(()) => {
+                self.stats.receipts_stored += 1;
+                self.pump(push.to, now_ms);
+            }
+            // The sender's own inbox is full (long offline): the receipt is
+            // counted as dropped; the message itself was delivered.
+            Err(_) => self.stats.receipts_dropped += 1,
+        }
+    }
+
+    /// Streams queued items to `user`'s connection while its delivery
+    /// window and outbound buffer allow.
+    pub(super) fn pump(&mut self, user: UserId, _now_ms: u64) {
+        let Some(&conn) = self.online.get(&user) else {
+            return;
+        };
+        let out_soft_max = self.cfg.limits.conn_outbound_bytes_max / 2;
+        let window = self.cfg.limits.deliver_window_len;
+        let mut woke = false;
+        loop {
+            let Some(c) = self.conns.get_mut(conn) else {
+                return;
+            };
+            if c.phase != Phase::Authenticated(user)
+                || c.in_flight >= window
+                || c.out.len() >= out_soft_max
+            {
+                break;
+            }
+            let Some(item) = self.inboxes.next_unsent(user) else {
+                break;
+            };
+            woke |= c.out.is_empty();
+            match item {
+                Item::Message { body, .. } => c.out.extend_from_slice(body),
+                Item::Receipt {
+                    id,
+                    kind,
+                    peer,
+                    client_msg_id,
+                    at_ms,
+                } => {
+                    let frame = Frame::Receipt {
+                        id: *id,
+                        kind: *kind,
+                        peer: peer.0,
+                        client_msg_id: *client_msg_id,
+                        at_ms: *at_ms,
+                    };
+                    if self.encoder.encode(&frame, &mut c.out).is_err() {
+                        debug_assert!(false, "receipt frame cannot exceed the frame bound");
+                    }
+                }
+            }
+            c.in_flight += 1;
+        }
+        if woke {
+            self.actions.push_back(Action::Wake(conn));
+        }
+    }
+}
