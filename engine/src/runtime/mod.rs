@@ -1,0 +1,409 @@
+//! The runtime: one glommio executor per shard, each with its own
+//! SO_REUSEPORT listener, connection tasks, mesh tasks and a ticker.
+
+pub(crate) mod conn;
+pub(crate) mod mesh;
+pub(crate) mod shard;
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::task::Poll;
+use std::time::Duration;
+
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{LocalExecutorBuilder, Placement};
+use rand::RngCore;
+use tern_core::shard::{Shard, ShardConfig, TICK_MS};
+
+use self::conn::Scratch;
+use self::mesh::{Envelope, MeshEnds};
+use self::shard::{drain_actions, RtRef, ShardRt};
+use crate::clock::now_ms;
+use crate::error::EngineError;
+use crate::sms::SmsGateway;
+
+/// Everything a running server needs, resolved (TLS loaded, gateway built).
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    pub listen: SocketAddr,
+    pub shards: u16,
+    /// Pin shard k to CPU k (thread per core). Off in tests that run more
+    /// shards than cores.
+    pub pin_cores: bool,
+    /// `None` only with the explicit insecure plaintext option.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub shard: ShardConfig,
+    pub sms: Arc<dyn SmsGateway>,
+    pub shutdown_grace_ms: u64,
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("listen", &self.listen)
+            .field("shards", &self.shards)
+            .field("pin_cores", &self.pin_cores)
+            .field("tls", &self.tls.is_some())
+            .field("sms", &self.sms.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running server. Dropping it shuts the server down and waits.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The address the listeners are bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The flag that stops the server; signal handlers set it.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Asks every shard to stop: no new connections, clients are kicked
+    /// with `ServerShutdown` after their queued output is flushed.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until every shard has stopped.
+    pub fn join(mut self) {
+        self.join_threads();
+    }
+
+    fn join_threads(&mut self) {
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("a shard thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+        self.join_threads();
+    }
+}
+
+/// Starts every shard and returns once all listeners are bound.
+pub fn start(cfg: RuntimeConfig) -> Result<ServerHandle, EngineError> {
+    let shards = usize::from(cfg.shards.max(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut ends: Vec<Option<MeshEnds>> = mesh::build(shards).into_iter().map(Some).collect();
+    let mut threads = Vec::with_capacity(shards);
+    let mut local_addr = cfg.listen;
+    for k in 0..shards {
+        let (tx, rx) = mpsc::channel::<Result<SocketAddr, String>>();
+        let ends_k = ends
+            .get_mut(k)
+            .and_then(Option::take)
+            .ok_or_else(|| EngineError::Start("mesh ends missing".into()))?;
+        let ctx = ShardCtx {
+            index: u16::try_from(k).map_err(|_| EngineError::Start("too many shards".into()))?,
+            listen: local_addr,
+            cfg: cfg.clone(),
+            ends: ends_k,
+            stop: stop.clone(),
+            bound: tx,
+        };
+        let placement = if cfg.pin_cores {
+            Placement::Fixed(k)
+        } else {
+            Placement::Unbound
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("tern-shard-{k}"))
+            .spawn(move || async move { shard_main(ctx).await })
+            .map_err(|e| EngineError::Start(format!("shard {k} executor: {e}")))?;
+        let (jtx, jrx) = mpsc::channel();
+        let join = std::thread::Builder::new()
+            .name(format!("tern-join-{k}"))
+            .spawn(move || {
+                let _ = handle.join();
+                let _ = jtx.send(());
+            })
+            .map_err(|e| EngineError::Start(format!("join thread: {e}")))?;
+        drop(jrx);
+        threads.push(join);
+        // Shard 0 picks the port (when 0 was asked for); the others bind the
+        // same one with SO_REUSEPORT.
+        match rx.recv() {
+            Ok(Ok(addr)) => local_addr = addr,
+            Ok(Err(e)) => {
+                stop.store(true, Ordering::SeqCst);
+                return Err(EngineError::Bind(e));
+            }
+            Err(_) => {
+                stop.store(true, Ordering::SeqCst);
+                return Err(EngineError::Start(format!("shard {k} died while starting")));
+            }
+        }
+    }
+    Ok(ServerHandle {
+        local_addr,
+        stop,
+        threads,
+    })
+}
+
+struct ShardCtx {
+    index: u16,
+    listen: SocketAddr,
+    cfg: RuntimeConfig,
+    ends: MeshEnds,
+    stop: Arc<AtomicBool>,
+    bound: mpsc::Sender<Result<SocketAddr, String>>,
+}
+
+async fn shard_main(ctx: ShardCtx) {
+    let ShardCtx {
+        index,
+        listen,
+        cfg,
+        ends,
+        stop,
+        bound,
+    } = ctx;
+    let listener = match TcpListener::bind(listen) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = bound.send(Err(format!("{listen}: {e}")));
+            return;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = bound.send(Err(format!("{listen}: {e}")));
+            return;
+        }
+    };
+    let shards = usize::from(cfg.shards.max(1));
+    let mut shard_cfg = cfg.shard.clone();
+    shard_cfg.shard = index;
+    shard_cfg.shards = cfg.shards.max(1);
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    let rt: RtRef = Rc::new(RefCell::new(ShardRt::new(
+        Shard::new(shard_cfg, seed),
+        shards,
+    )));
+    let scratch = Rc::new(RefCell::new(Scratch::new()));
+    let sms = cfg.sms.clone();
+
+    // Report the bound port first: the next shard starts only then, and a
+    // channel end's `connect` waits for the other end's shard.
+    let _ = bound.send(Ok(addr));
+    tracing::info!(shard = index, %addr, "shard listening");
+
+    // Mesh: connect every end concurrently (each waits for its peer).
+    let sender_tasks: Vec<_> = ends
+        .senders
+        .into_iter()
+        .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
+        .collect();
+    let receiver_tasks: Vec<_> = ends
+        .receivers
+        .into_iter()
+        .flatten()
+        .map(|r| glommio::spawn_local(r.connect()))
+        .collect();
+    let mut senders: Vec<Option<ConnectedSender<Envelope>>> = Vec::with_capacity(shards);
+    for t in sender_tasks {
+        senders.push(match t {
+            Some(t) => Some(t.await),
+            None => None,
+        });
+    }
+    let mut receivers: Vec<ConnectedReceiver<Envelope>> = Vec::new();
+    for t in receiver_tasks {
+        receivers.push(t.await);
+    }
+
+    for rx in receivers {
+        let (rt, sms, scratch, tls) = (rt.clone(), sms.clone(), scratch.clone(), cfg.tls.clone());
+        glommio::spawn_local(async move {
+            while let Some(env) = rx.recv().await {
+                on_envelope(&rt, &sms, &scratch, tls.as_ref(), env);
+            }
+        })
+        .detach();
+    }
+    let mesh_task = glommio::spawn_local(mesh_sender(rt.clone(), senders));
+
+    let accept_task = {
+        let (rt, sms, scratch, tls) = (rt.clone(), sms.clone(), scratch.clone(), cfg.tls.clone());
+        glommio::spawn_local(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => on_accept(&rt, &sms, &scratch, tls.as_ref(), stream),
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        })
+    };
+
+    // Ticker: timers in the core, and the stop flag.
+    let tick = Duration::from_millis(TICK_MS);
+    while !stop.load(Ordering::SeqCst) {
+        glommio::timer::sleep(tick).await;
+        rt.borrow_mut().core.handle_timeout(now_ms());
+        drain_actions(&rt, &sms);
+    }
+
+    // Graceful stop: no new sockets; everyone is kicked after a flush.
+    drop(accept_task);
+    rt.borrow_mut().core.begin_shutdown();
+    drain_actions(&rt, &sms);
+    let deadline = now_ms() + cfg.shutdown_grace_ms;
+    while rt.borrow().core.connections() > 0 && now_ms() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    let left = rt.borrow().core.connections();
+    tracing::info!(shard = index, left, "shard stopped");
+    rt.borrow_mut().stopping = true;
+    drop(mesh_task);
+}
+
+fn on_accept(
+    rt: &RtRef,
+    sms: &Arc<dyn SmsGateway>,
+    scratch: &Rc<RefCell<Scratch>>,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    stream: TcpStream,
+) {
+    let Ok(peer) = stream.peer_addr() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let opened = rt.borrow_mut().core.open(peer.ip(), now_ms());
+    let id = match opened {
+        Ok(id) => id,
+        Err(code) => {
+            tracing::debug!(%peer, ?code, "connection refused");
+            return;
+        }
+    };
+    let tls = match tls.map(|cfg| rustls::ServerConnection::new(cfg.clone())) {
+        None => None,
+        Some(Ok(conn)) => Some(Box::new(conn)),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "TLS session setup failed");
+            rt.borrow_mut().core.handle_closed(id, now_ms());
+            return;
+        }
+    };
+    spawn_conn(rt, sms, scratch, id, stream, tls);
+}
+
+fn spawn_conn(
+    rt: &RtRef,
+    sms: &Arc<dyn SmsGateway>,
+    scratch: &Rc<RefCell<Scratch>>,
+    id: tern_core::conn::ConnId,
+    stream: TcpStream,
+    tls: Option<Box<rustls::ServerConnection>>,
+) {
+    glommio::spawn_local(conn::run(
+        rt.clone(),
+        sms.clone(),
+        scratch.clone(),
+        id,
+        stream,
+        tls,
+    ))
+    .detach();
+}
+
+fn on_envelope(
+    rt: &RtRef,
+    sms: &Arc<dyn SmsGateway>,
+    scratch: &Rc<RefCell<Scratch>>,
+    _tls: Option<&Arc<rustls::ServerConfig>>,
+    env: Envelope,
+) {
+    match env {
+        Envelope::Batch(msgs) => {
+            {
+                let mut r = rt.borrow_mut();
+                let now = now_ms();
+                for msg in msgs {
+                    r.core.handle_mesh(msg, now);
+                }
+            }
+            drain_actions(rt, sms);
+        }
+        Envelope::Adopt(adopt) => {
+            let mesh::Adopt { fd, tls, state } = *adopt;
+            let socket = socket2::Socket::from(std::net::TcpStream::from(fd));
+            let stream = TcpStream::from(socket);
+            let adopted = rt.borrow_mut().core.adopt(state, now_ms());
+            match adopted {
+                Ok(id) => spawn_conn(rt, sms, scratch, id, stream, tls),
+                Err(code) => tracing::debug!(?code, "adoption refused; closing"),
+            }
+            drain_actions(rt, sms);
+        }
+    }
+}
+
+/// Sends each tick's batches to the other shards. Waits (back-pressure)
+/// when a peer's channel is full.
+async fn mesh_sender(rt: RtRef, senders: Vec<Option<ConnectedSender<Envelope>>>) {
+    loop {
+        poll_fn(|cx| {
+            let mut r = rt.borrow_mut();
+            if r.has_mesh_out() {
+                Poll::Ready(())
+            } else {
+                r.mesh_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        let (batches, adopts) = {
+            let mut r = rt.borrow_mut();
+            let batches: Vec<_> = r.mesh_out.iter_mut().map(std::mem::take).collect();
+            let adopts: Vec<_> = r.adopt_out.iter_mut().map(std::mem::take).collect();
+            (batches, adopts)
+        };
+        for (to, batch) in batches.into_iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            if let Some(Some(tx)) = senders.get(to) {
+                if tx.send(Envelope::Batch(batch)).await.is_err() {
+                    tracing::warn!(to, "mesh peer gone; batch dropped");
+                }
+            }
+        }
+        for (to, list) in adopts.into_iter().enumerate() {
+            for adopt in list {
+                if let Some(Some(tx)) = senders.get(to) {
+                    if tx.send(Envelope::Adopt(Box::new(adopt))).await.is_err() {
+                        tracing::warn!(to, "mesh peer gone; connection dropped");
+                    }
+                }
+            }
+        }
+    }
+}
