@@ -309,3 +309,83 @@ fn connections_per_shard_are_bounded() {
     r1.send(&Frame::Ping { nonce: 1 });
     assert_eq!(r1.next(T), Some(Seen::Other("Pong".into())));
 }
+
+#[test]
+fn bad_sends_get_stable_error_codes_and_the_connection_stays() {
+    let server = TestServer::start(2, Limits::default());
+    let p = phones(1556600, 2, 2, false);
+    let ca = server.register(&p[0]);
+    let cb = server.register(&p[1]);
+    let mut raw = server.raw();
+    raw.hello();
+    raw.send(&Frame::Login {
+        user_id: ca.user_id,
+        device_key: ca.key,
+    });
+    assert_eq!(raw.next(T), Some(Seen::LoginOk));
+    let big = "x".repeat(Limits::default().body_text_bytes_max + 1);
+    let bad_media = tern_wire::Media {
+        url: "ftp://nope",
+        mime: "image/jpeg",
+        size: 10,
+        sha256: [0; 32],
+        thumbnail_b64: "",
+        caption: "",
+    };
+    let cases = [
+        (
+            15559999999,
+            Body::Text("anyone?"),
+            ErrorCode::UnknownRecipient,
+        ),
+        (cb.user_id, Body::Text(&big), ErrorCode::BodyTooLarge),
+        (
+            cb.user_id,
+            Body::Media(bad_media),
+            ErrorCode::BadMediaReference,
+        ),
+    ];
+    for (i, (to, body, code)) in cases.into_iter().enumerate() {
+        raw.send(&Frame::Send {
+            client_msg_id: 100 + i as u64,
+            to,
+            body,
+        });
+        assert_eq!(raw.next(T), Some(Seen::Error { code, fatal: false }));
+    }
+    raw.send(&Frame::Send {
+        client_msg_id: 200,
+        to: cb.user_id,
+        body: Body::Text("this one is fine"),
+    });
+    assert_eq!(raw.next(T), Some(Seen::Other("ServerAck".into())));
+}
+
+#[test]
+fn quiet_connection_is_pinged_then_closed_at_the_idle_bound() {
+    let limits = Limits {
+        ping_interval_ms: 500,
+        idle_timeout_ms: 1_500,
+        ..Limits::default()
+    };
+    let server = TestServer::start(1, limits);
+    let phone = &phones(1556700, 1, 1, false)[0];
+    let creds = server.register(phone);
+    let mut raw = server.raw();
+    raw.hello();
+    raw.send(&Frame::Login {
+        user_id: creds.user_id,
+        device_key: creds.key,
+    });
+    assert_eq!(raw.next(T), Some(Seen::LoginOk));
+    assert_eq!(raw.next(T), Some(Seen::Other("Ping".into())));
+    // No Pong: the server gives up at the idle bound.
+    assert_eq!(
+        raw.next(T),
+        Some(Seen::Error {
+            code: ErrorCode::IdleTimeout,
+            fatal: true
+        })
+    );
+    assert!(raw.closed_within(T));
+}
