@@ -97,7 +97,7 @@ pub fn client_config(trust: &Trust) -> Result<Option<Arc<rustls::ClientConfig>>,
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ClientError::Config(ConfigReason::Tls(e.to_string())))?;
-    let config = match trust {
+    let mut config = match trust {
         Trust::InsecurePlaintext => return Ok(None),
         Trust::CaFile(path) => {
             let ca_file_error = |detail: String| {
@@ -130,6 +130,7 @@ pub fn client_config(trust: &Trust) -> Result<Option<Arc<rustls::ClientConfig>>,
             }))
             .with_no_client_auth(),
     };
+    config.alpn_protocols = vec![tern_wire::ALPN.to_vec()];
     Ok(Some(Arc::new(config)))
 }
 

@@ -28,7 +28,7 @@ pub use frame::{
     Body, DeviceKey, ErrorCode, ErrorFrame, Frame, FrameKind, Hello, HelloOk, KickReason, Kicked,
     LoginError, Media, ReceiptKind, Registered, DEVICE_KEY_LEN, SHA256_LEN,
 };
-pub use limits::{Limits, MAX_FRAME_LEN_DEFAULT, MAX_FRAME_LEN_MAX, PROTOCOL_VERSION};
+pub use limits::{Limits, ALPN, MAX_FRAME_LEN_DEFAULT, MAX_FRAME_LEN_MAX, PROTOCOL_VERSION};
 
 /// The raw generated FlatBuffers API, for benchmarks and hand-built hostile
 /// test frames. Protocol code uses [`Frame`].

@@ -6,6 +6,10 @@ use flatbuffers::VerifierOptions;
 /// Protocol version spoken by this crate (Hello/HelloOk).
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// TLS ALPN protocol id of this protocol, offered by clients and selected
+/// by the server.
+pub const ALPN: &[u8] = b"tern/1";
+
 /// Default largest frame payload (length prefix excluded): 64 KiB. A text
 /// message, or a media reference with a small thumbnail, fits with room.
 pub const MAX_FRAME_LEN_DEFAULT: u32 = 64 * 1024;

@@ -600,3 +600,177 @@ mod tests {
         assert_eq!(dedup.validate().unwrap_err().field(), "dedup_window_len");
     }
 }
+
+/// Why a `NAME=VALUE` override was refused.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OverrideError {
+    /// Not of the form `NAME=VALUE`.
+    Syntax(String),
+    /// No limit has this name.
+    UnknownName(String),
+    /// The value does not parse for this limit.
+    BadValue {
+        name: String,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+impl std::fmt::Display for OverrideError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Syntax(s) => write!(f, "`{s}` is not NAME=VALUE"),
+            Self::UnknownName(n) => write!(
+                f,
+                "no limit is called `{n}`; known: {}",
+                Limits::NAMES.join(", ")
+            ),
+            Self::BadValue {
+                name,
+                value,
+                expected,
+            } => write!(f, "`{name}={value}`: expected {expected}"),
+        }
+    }
+}
+
+impl std::error::Error for OverrideError {}
+
+fn parse_num<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, OverrideError> {
+    value
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| OverrideError::BadValue {
+            name: name.to_string(),
+            value: value.to_string(),
+            expected: "a whole number",
+        })
+}
+
+fn parse_rate(name: &str, value: &str) -> Result<Rate, OverrideError> {
+    let bad = || OverrideError::BadValue {
+        name: name.to_string(),
+        value: value.to_string(),
+        expected: "BURST/PERIOD_MS, e.g. 20/600000",
+    };
+    let (burst, period) = value.split_once('/').ok_or_else(bad)?;
+    let burst = burst.trim().replace('_', "").parse().map_err(|_| bad())?;
+    let period = period.trim().replace('_', "").parse().map_err(|_| bad())?;
+    Ok(Rate::new(burst, period))
+}
+
+impl Limits {
+    /// Every limit's name, as accepted by [`Limits::set`].
+    pub const NAMES: [&'static str; 27] = [
+        "pin_len",
+        "pin_ttl_ms",
+        "pin_attempts_max",
+        "pin_requests_per_phone",
+        "pin_requests_per_source",
+        "pins_outstanding_max",
+        "login_failures_per_user",
+        "login_failures_per_source",
+        "login_timeout_ms",
+        "idle_timeout_ms",
+        "ping_interval_ms",
+        "inbox_len_max",
+        "shard_inbox_items_max",
+        "shard_inbox_bytes_max",
+        "dedup_window_len",
+        "dedup_entries_max",
+        "conn_outbound_bytes_max",
+        "connections_per_shard_max",
+        "body_text_bytes_max",
+        "media_url_bytes_max",
+        "media_mime_bytes_max",
+        "media_caption_bytes_max",
+        "thumbnail_b64_bytes_max",
+        "max_frame_len",
+        "rate_keys_max",
+        "deliver_window_len",
+        "write_stall_ms_max",
+    ];
+
+    /// Applies one `NAME=VALUE` override (rates as `BURST/PERIOD_MS`).
+    /// Call [`Limits::validate`] after the last one.
+    pub fn set(&mut self, assignment: &str) -> Result<(), OverrideError> {
+        let (name, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| OverrideError::Syntax(assignment.to_string()))?;
+        let name = name.trim();
+        match name {
+            "pin_len" => self.pin_len = parse_num(name, value)?,
+            "pin_ttl_ms" => self.pin_ttl_ms = parse_num(name, value)?,
+            "pin_attempts_max" => self.pin_attempts_max = parse_num(name, value)?,
+            "pin_requests_per_phone" => self.pin_requests_per_phone = parse_rate(name, value)?,
+            "pin_requests_per_source" => self.pin_requests_per_source = parse_rate(name, value)?,
+            "pins_outstanding_max" => self.pins_outstanding_max = parse_num(name, value)?,
+            "login_failures_per_user" => self.login_failures_per_user = parse_rate(name, value)?,
+            "login_failures_per_source" => {
+                self.login_failures_per_source = parse_rate(name, value)?;
+            }
+            "login_timeout_ms" => self.login_timeout_ms = parse_num(name, value)?,
+            "idle_timeout_ms" => self.idle_timeout_ms = parse_num(name, value)?,
+            "ping_interval_ms" => self.ping_interval_ms = parse_num(name, value)?,
+            "inbox_len_max" => self.inbox_len_max = parse_num(name, value)?,
+            "shard_inbox_items_max" => self.shard_inbox_items_max = parse_num(name, value)?,
+            "shard_inbox_bytes_max" => self.shard_inbox_bytes_max = parse_num(name, value)?,
+            "dedup_window_len" => self.dedup_window_len = parse_num(name, value)?,
+            "dedup_entries_max" => self.dedup_entries_max = parse_num(name, value)?,
+            "conn_outbound_bytes_max" => self.conn_outbound_bytes_max = parse_num(name, value)?,
+            "connections_per_shard_max" => {
+                self.connections_per_shard_max = parse_num(name, value)?;
+            }
+            "body_text_bytes_max" => self.body_text_bytes_max = parse_num(name, value)?,
+            "media_url_bytes_max" => self.media_url_bytes_max = parse_num(name, value)?,
+            "media_mime_bytes_max" => self.media_mime_bytes_max = parse_num(name, value)?,
+            "media_caption_bytes_max" => self.media_caption_bytes_max = parse_num(name, value)?,
+            "thumbnail_b64_bytes_max" => self.thumbnail_b64_bytes_max = parse_num(name, value)?,
+            "max_frame_len" => self.max_frame_len = parse_num(name, value)?,
+            "rate_keys_max" => self.rate_keys_max = parse_num(name, value)?,
+            "deliver_window_len" => self.deliver_window_len = parse_num(name, value)?,
+            "write_stall_ms_max" => self.write_stall_ms_max = parse_num(name, value)?,
+            other => return Err(OverrideError::UnknownName(other.to_string())),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod override_tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_settable_and_unknown_names_are_refused() {
+        let defaults = Limits::default();
+        for name in Limits::NAMES {
+            let mut l = Limits::default();
+            let rate =
+                name.starts_with("pin_requests_per_") || name.starts_with("login_failures_per_");
+            let value = if rate { "7/1000" } else { "7" };
+            l.set(&format!("{name}={value}")).unwrap();
+            assert_ne!(l, defaults, "{name} changed nothing");
+        }
+        let mut l = Limits::default();
+        assert!(matches!(
+            l.set("nope=1"),
+            Err(OverrideError::UnknownName(_))
+        ));
+        assert!(matches!(
+            l.set("inbox_len_max"),
+            Err(OverrideError::Syntax(_))
+        ));
+        assert!(matches!(
+            l.set("inbox_len_max=lots"),
+            Err(OverrideError::BadValue { .. })
+        ));
+        assert!(matches!(
+            l.set("pin_requests_per_source=5"),
+            Err(OverrideError::BadValue { .. })
+        ));
+        l.set("pin_requests_per_source=1_000_000/1000").unwrap();
+        assert_eq!(l.pin_requests_per_source, Rate::new(1_000_000, 1000));
+    }
+}

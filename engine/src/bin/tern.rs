@@ -60,6 +60,11 @@ struct ServeArgs {
     /// Bearer token for --sms-http-url.
     #[arg(long, env = "TERN_SMS_HTTP_TOKEN", hide_env_values = true)]
     sms_http_token: Option<String>,
+    /// Override an engine limit, NAME=VALUE (rates as BURST/PERIOD_MS);
+    /// repeatable. E.g. --limit inbox_len_max=50000 --limit
+    /// pin_requests_per_source=100000/60000 (for load tests).
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    limits: Vec<String>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -102,7 +107,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         None => SmsChoice::Outbox,
     };
+    let mut limits = tern_core::limits::Limits::default();
+    for assignment in &args.limits {
+        if let Err(e) = limits.set(assignment) {
+            eprintln!("tern: --limit {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let opts = ServeOptions {
+        limits,
         listen: args.listen,
         shards: args.shards,
         pin_cores: if args.no_pin_cores { Some(false) } else { None },

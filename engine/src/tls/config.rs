@@ -22,8 +22,9 @@ use rustls_pki_types::CertificateDer;
 
 use super::{TlsError, TlsIdentity};
 
-/// The ALPN protocol id of the Tern binary protocol, version 1.
-pub const ALPN_TERN: &[u8] = b"tern/1";
+/// The ALPN protocol id of the Tern binary protocol, version 1 (defined
+/// with the protocol in tern-wire).
+pub const ALPN_TERN: &[u8] = tern_wire::ALPN;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
