@@ -2,6 +2,7 @@
 
 use crate::conn::{ConnId, MigrationState};
 use crate::mesh::MeshMsg;
+use crate::record::Record;
 
 /// A PIN to send by SMS; the runtime answers with
 /// `Shard::handle_sms_result(job, ..)`.
@@ -32,4 +33,8 @@ pub enum Action {
     Mesh { to: u16, msg: MeshMsg },
     /// Send an SMS through the gateway, off the executor thread.
     SendSms(SmsJob),
+    /// Append `record` to the shard's log; report with
+    /// `Shard::handle_durable(seq)` once it (and all before it) is synced.
+    /// Only in durable mode.
+    Append { seq: u64, record: Record },
 }

@@ -62,6 +62,12 @@ pub fn shard_of(id: u64) -> u16 {
     shard
 }
 
+/// The id with `seq` on `shard` (the inverse of [`shard_of`] and
+/// [`seq_of`]).
+pub fn compose(shard: u16, seq: u64) -> u64 {
+    (u64::from(shard) << SEQ_BITS) | (seq & SEQ_MAX)
+}
+
 /// The sequence part of an id.
 pub fn seq_of(id: u64) -> u64 {
     id & SEQ_MAX

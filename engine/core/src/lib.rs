@@ -31,6 +31,7 @@ pub mod limits;
 pub mod mesh;
 pub mod pin;
 pub mod rate;
+pub mod record;
 pub mod shard;
 pub mod user;
 

@@ -102,6 +102,13 @@ pub(crate) fn drain_actions(rt: &RtRef, sms: &Arc<dyn SmsGateway>) {
                     r.wake_mesh();
                 }
                 Action::SendSms(job) => jobs.push(job),
+                Action::Append { seq, .. } => {
+                    // This runtime runs shards with `durable: false` until
+                    // the log is wired in, so the core never appends. Never
+                    // report durability that did not happen: the record's
+                    // answers stay held back.
+                    tracing::error!(seq, "log append requested but this runtime has no log");
+                }
             }
         }
     }

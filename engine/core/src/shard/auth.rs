@@ -1,14 +1,16 @@
 //! Registration (SMS PIN) and login, on the user's home shard.
 
 use rand::RngCore;
-use tern_wire::{DeviceKey, ErrorCode, Frame, KickReason, LoginError, Registered, DEVICE_KEY_LEN};
+use tern_wire::{DeviceKey, ErrorCode, Frame, KickReason, LoginError, DEVICE_KEY_LEN};
 
+use super::durability::Reply;
 use super::inbound::Flow;
 use super::{Shard, MIGRATIONS_PER_CONN_MAX};
 use crate::account;
 use crate::action::Action;
 use crate::conn::{ConnId, MigrationState, Phase};
 use crate::rate::RateDecision;
+use crate::record::Record;
 use crate::user::UserId;
 
 impl Shard {
@@ -105,13 +107,15 @@ impl Shard {
         let mut key = [0u8; DEVICE_KEY_LEN];
         self.rng.fill_bytes(&mut key);
         let device_key = DeviceKey(key);
-        let generation = match self.accounts.register(user, account::key_hash(&device_key)) {
-            Ok(event) => event.generation(),
+        let event = match self.accounts.register(user, account::key_hash(&device_key)) {
+            Ok(event) => event,
             Err(e) => {
                 self.send_error(conn, e.code(), &e.to_string(), 0, false);
                 return Flow::Continue;
             }
         };
+        let generation = event.generation();
+        let seq = self.append(Record::Account(event));
         self.stats.registrations += 1;
         // Invariant I6: the old device's key is dead; its live session goes.
         if self.kick_user(
@@ -121,13 +125,17 @@ impl Shard {
         ) {
             debug_assert!(!self.online.contains_key(&user));
         }
-        self.send_frame(
-            conn,
-            &Frame::Registered(Registered {
-                user_id: user.0,
-                device_key,
-                device_generation: generation,
-            }),
+        // The key is shown only once the registration is durable: a crash
+        // must not resurrect the old key or lose the new one after the
+        // device saved it.
+        self.reply_when_durable(
+            seq,
+            Reply::Registered {
+                conn,
+                user,
+                key: device_key,
+                generation,
+            },
         );
         Flow::Continue
     }

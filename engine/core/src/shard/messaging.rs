@@ -3,6 +3,7 @@
 
 use tern_wire::{Body, ErrorCode, Frame, ReceiptKind};
 
+use super::durability::Reply;
 use super::Shard;
 use crate::action::Action;
 use crate::body;
@@ -11,6 +12,7 @@ use crate::inbox::Item;
 use crate::mesh::{
     ConnRef, MeshMsg, OwnedBody, ReceiptPush, StoreContent, StoreReq, StoreResult, Stored,
 };
+use crate::record::Record;
 use crate::user::UserId;
 
 /// Content to store, borrowed when the store is local.
@@ -53,7 +55,7 @@ impl Shard {
                 ContentRef::Message(*body),
                 now_ms,
             );
-            self.answer_store(conn, client_msg_id, outcome);
+            self.answer_local(conn, client_msg_id, outcome);
         } else {
             let req = StoreReq {
                 from,
@@ -96,7 +98,7 @@ impl Shard {
         if home == self.cfg.shard {
             let content = ContentRef::Read { read_client_msg_id };
             let outcome = self.store(reader, client_msg_id, to, now_ms, content, now_ms);
-            self.answer_store(conn, client_msg_id, outcome);
+            self.answer_local(conn, client_msg_id, outcome);
         } else {
             let req = StoreReq {
                 from: reader,
@@ -121,6 +123,9 @@ impl Shard {
             // A repeated or unknown ack: acks are idempotent.
             return;
         };
+        // Nothing waits on this record: if a crash loses it, the item is
+        // delivered again and the device drops the repeat by id (I3).
+        self.append(Record::ItemAcked { user, id });
         if let Some(c) = self.conns.get_mut(conn) {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
@@ -168,21 +173,37 @@ impl Shard {
             now_ms,
         );
         if req.reply.shard == self.cfg.shard {
-            self.answer_store(req.reply.conn, req.client_msg_id, outcome);
-        } else {
-            self.actions.push_back(Action::Mesh {
+            self.answer_local(req.reply.conn, req.client_msg_id, outcome);
+            return;
+        }
+        match outcome {
+            Ok((stored, seq)) => self.reply_when_durable(
+                seq,
+                Reply::RemoteAck {
+                    shard: req.reply.shard,
+                    conn: req.reply.conn,
+                    client_msg_id: req.client_msg_id,
+                    stored,
+                },
+            ),
+            Err(code) => self.actions.push_back(Action::Mesh {
                 to: req.reply.shard,
                 msg: MeshMsg::StoreResult(StoreResult {
                     conn: req.reply.conn,
                     client_msg_id: req.client_msg_id,
-                    outcome,
+                    outcome: Err(code),
                 }),
-            });
+            }),
         }
     }
 
+    /// The home shard's answer for a connection here: it already waited
+    /// for durability there.
     pub(super) fn store_result(&mut self, res: StoreResult) {
-        self.answer_store(res.conn, res.client_msg_id, res.outcome);
+        match res.outcome {
+            Ok(stored) => self.send_ack_now(res.conn, res.client_msg_id, stored),
+            Err(code) => self.answer_error(res.conn, res.client_msg_id, code),
+        }
     }
 
     /// Stores one operation for `to` (homed here) unless it is a repeat.
@@ -195,14 +216,18 @@ impl Shard {
         sent_at_ms: u64,
         content: ContentRef<'_>,
         now_ms: u64,
-    ) -> Result<Stored, ErrorCode> {
+    ) -> Result<(Stored, u64), ErrorCode> {
         debug_assert_eq!(self.home_of(to), self.cfg.shard);
         if let Some(server_msg_id) = self.dedup.lookup(from, client_msg_id) {
             self.stats.messages_deduplicated += 1;
-            return Ok(Stored {
-                server_msg_id,
-                timestamp_ms: now_ms,
-            });
+            let seq = self.seq_covering(server_msg_id);
+            return Ok((
+                Stored {
+                    server_msg_id,
+                    timestamp_ms: now_ms,
+                },
+                seq,
+            ));
         }
         if !self.accounts.contains(to) {
             return Err(ErrorCode::UnknownRecipient);
@@ -240,46 +265,67 @@ impl Shard {
             },
         };
         let is_message = matches!(item, Item::Message { .. });
+        let record = self
+            .dur
+            .enabled
+            .then(|| Self::item_record(to, Some((from, client_msg_id)), &item));
         self.inboxes.push(to, item).map_err(|e| e.code())?;
         self.dedup.insert(from, client_msg_id, id);
+        let seq = record.map_or(0, |r| self.append(r));
         if is_message {
             self.stats.messages_stored += 1;
         } else {
             self.stats.receipts_stored += 1;
         }
         self.pump(to, now_ms);
-        Ok(Stored {
-            server_msg_id: id,
-            timestamp_ms: now_ms,
-        })
+        Ok((
+            Stored {
+                server_msg_id: id,
+                timestamp_ms: now_ms,
+            },
+            seq,
+        ))
     }
 
-    fn answer_store(
+    /// Answers a connection on this shard: ServerAck once durable, or the
+    /// error now.
+    fn answer_local(
         &mut self,
         conn: ConnId,
         client_msg_id: u64,
-        outcome: Result<Stored, ErrorCode>,
+        outcome: Result<(Stored, u64), ErrorCode>,
     ) {
         match outcome {
-            Ok(stored) => self.send_frame(
-                conn,
-                &Frame::ServerAck {
+            Ok((stored, seq)) => self.reply_when_durable(
+                seq,
+                Reply::Ack {
+                    conn,
                     client_msg_id,
-                    server_msg_id: stored.server_msg_id,
-                    timestamp_ms: stored.timestamp_ms,
+                    stored,
                 },
             ),
-            Err(code) => {
-                let message = match code {
-                    ErrorCode::QueueFull => {
-                        "recipient's queue is full; nothing was stored, retry later"
-                    }
-                    ErrorCode::UnknownRecipient => "no such user",
-                    _ => "could not store the message",
-                };
-                self.send_error(conn, code, message, client_msg_id, false);
-            }
+            Err(code) => self.answer_error(conn, client_msg_id, code),
         }
+    }
+
+    fn send_ack_now(&mut self, conn: ConnId, client_msg_id: u64, stored: Stored) {
+        self.send_frame(
+            conn,
+            &Frame::ServerAck {
+                client_msg_id,
+                server_msg_id: stored.server_msg_id,
+                timestamp_ms: stored.timestamp_ms,
+            },
+        );
+    }
+
+    fn answer_error(&mut self, conn: ConnId, client_msg_id: u64, code: ErrorCode) {
+        let message = match code {
+            ErrorCode::QueueFull => "recipient's queue is full; nothing was stored, retry later",
+            ErrorCode::UnknownRecipient => "no such user",
+            _ => "could not store the message",
+        };
+        self.send_error(conn, code, message, client_msg_id, false);
     }
 
     /// A server-made Delivered receipt for a user homed here.
@@ -296,9 +342,16 @@ impl Shard {
             client_msg_id: push.client_msg_id,
             at_ms: push.at_ms,
         };
+        let record = self
+            .dur
+            .enabled
+            .then(|| Self::item_record(push.to, None, &item));
         match self.inboxes.push(push.to, item) {
             Ok(()) => {
                 self.stats.receipts_stored += 1;
+                if let Some(record) = record {
+                    self.append(record);
+                }
                 self.pump(push.to, now_ms);
             }
             // The sender's own inbox is full (long offline): the receipt is
@@ -315,6 +368,8 @@ impl Shard {
         };
         let out_soft_max = self.cfg.limits.conn_outbound_bytes_max / 2;
         let window = self.cfg.limits.deliver_window_len;
+        let (gated, durable_seq) = (self.dur.enabled, crate::ids::seq_of(self.dur.durable_id));
+        let durable = |id: u64| !gated || crate::ids::seq_of(id) <= durable_seq;
         let mut woke = false;
         loop {
             let Some(c) = self.conns.get_mut(conn) else {
@@ -325,6 +380,11 @@ impl Shard {
                 || c.out.len() >= out_soft_max
             {
                 break;
+            }
+            // Only durable items go out: their ids are final only then.
+            match self.inboxes.peek_unsent(user) {
+                Some(item) if durable(item.id()) => {}
+                _ => break,
             }
             let Some(item) = self.inboxes.next_unsent(user) else {
                 break;

@@ -11,6 +11,7 @@
 //! move there (`Action::Migrate`) before the frame is processed.
 
 mod auth;
+mod durability;
 mod inbound;
 mod messaging;
 mod timers;
@@ -49,6 +50,10 @@ pub struct ShardConfig {
     pub server_name: String,
     /// Text of the SMS; `{pin}` and `{minutes}` are replaced.
     pub sms_template: String,
+    /// Log every change (`Action::Append`) and hold back acknowledgements
+    /// and deliveries until `handle_durable`. Off: answers go out at once
+    /// and nothing survives a restart.
+    pub durable: bool,
 }
 
 impl ShardConfig {
@@ -59,6 +64,7 @@ impl ShardConfig {
             limits,
             server_name: String::from("tern"),
             sms_template: String::from("Your Tern code is {pin}. It expires in {minutes} minutes."),
+            durable: false,
         }
     }
 }
@@ -105,6 +111,9 @@ pub struct Shard {
     timers: timers::Timers,
     stats: ShardStats,
     shutting_down: bool,
+    dur: durability::Durability,
+    /// Highest id sequence seen during replay.
+    recovered_seq_max: u64,
 }
 
 impl Shard {
@@ -138,6 +147,8 @@ impl Shard {
             timers: timers::Timers::default(),
             stats: ShardStats::default(),
             shutting_down: false,
+            dur: durability::Durability::new(cfg.durable),
+            recovered_seq_max: 0,
             cfg,
         }
     }

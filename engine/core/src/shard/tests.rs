@@ -11,6 +11,7 @@ use tern_wire::{
 use super::*;
 use crate::action::SmsJob;
 use crate::limits::Limits;
+use crate::record::Record;
 use crate::user::{home_shard, UserId};
 
 /// Frames a client received, owned for assertions.
@@ -67,20 +68,23 @@ struct Net {
     sms: Vec<SmsJob>,
     sms_ok: bool,
     enc: Encoder,
+    /// Each shard's log as appended: (seq, record).
+    logs: Vec<Vec<(u64, Record)>>,
+    /// Report every append durable at once (a log that syncs instantly).
+    auto_sync: bool,
+    limits: Limits,
 }
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 
 impl Net {
     fn new(shards: u16, limits: Limits) -> Self {
-        let shards = (0..shards)
-            .map(|i| {
-                let mut seed = [7u8; 32];
-                seed[0] = u8::try_from(i).unwrap();
-                Shard::new(ShardConfig::new(i, shards, limits.clone()), seed)
-            })
-            .collect();
+        let n = usize::from(shards);
+        let shards = (0..shards).map(|i| new_shard(i, shards, &limits)).collect();
         Self {
+            logs: vec![Vec::new(); n],
+            auto_sync: true,
+            limits,
             shards,
             clients: Vec::new(),
             now: 1_000_000,
@@ -185,6 +189,12 @@ impl Net {
                         Action::Mesh { to, msg } => {
                             self.shards[to as usize].handle_mesh(msg, self.now);
                         }
+                        Action::Append { seq, record } => {
+                            self.logs[s].push((seq, record));
+                            if self.auto_sync {
+                                self.shards[s].handle_durable(seq, self.now);
+                            }
+                        }
                         Action::SendSms(job) => {
                             let ok = self.sms_ok;
                             self.sms.push(job.clone());
@@ -196,6 +206,34 @@ impl Net {
             if !moved {
                 break;
             }
+        }
+    }
+
+    /// The log of `shard` reports everything appended so far durable.
+    fn sync(&mut self, shard: usize) {
+        if let Some(&(seq, _)) = self.logs[shard].last() {
+            self.shards[shard].handle_durable(seq, self.now);
+        }
+        self.run();
+    }
+
+    /// Kill -9 and restart every shard: each is rebuilt from the records its
+    /// log had made durable (`durable[s]` of them); connections are gone.
+    fn crash_and_recover(&mut self, durable: &[usize]) {
+        let n = u16::try_from(self.shards.len()).unwrap();
+        for (s, (log, &keep)) in self.logs.iter_mut().zip(durable).enumerate() {
+            let mut shard = new_shard(u16::try_from(s).unwrap(), n, &self.limits);
+            log.truncate(keep);
+            for (_, record) in log.iter() {
+                shard.replay(record.clone()).unwrap();
+            }
+            shard.finish_recovery();
+            self.shards[s] = shard;
+            // The new process numbers its appends from 1 again.
+            log.clear();
+        }
+        for c in &mut self.clients {
+            c.closed = true;
         }
     }
 
@@ -366,6 +404,14 @@ impl Net {
             },
         );
     }
+}
+
+fn new_shard(i: u16, shards: u16, limits: &Limits) -> Shard {
+    let mut seed = [7u8; 32];
+    seed[0] = u8::try_from(i).unwrap();
+    let mut cfg = ShardConfig::new(i, shards, limits.clone());
+    cfg.durable = true;
+    Shard::new(cfg, seed)
 }
 
 /// Two phone numbers whose users live on different shards of `shards`.
@@ -979,4 +1025,154 @@ fn shutdown_kicks_everyone_and_refuses_new_connections() {
         net.shards[0].open(PEER, net.now),
         Err(ErrorCode::ShuttingDown)
     );
+}
+
+#[test]
+fn server_ack_and_delivery_wait_until_the_log_is_durable() {
+    let mut net = Net::new(2, Limits::default());
+    let (alice, bob) = phones_on_different_shards(2);
+    let ka = net.register(&alice);
+    let kb = net.register(&bob);
+    let (a, _) = net.login(uid(&alice), ka);
+    let (b, _) = net.login(uid(&bob), kb);
+    net.auto_sync = false;
+    net.text(a, 1, uid(&bob), "durable first");
+    assert_eq!(net.take(a), vec![], "no ServerAck before the fsync (I1)");
+    assert_eq!(net.take(b), vec![], "no delivery before the fsync");
+    let bob_home = home_shard(UserId(uid(&bob)), 2) as usize;
+    let alice_home = home_shard(UserId(uid(&alice)), 2) as usize;
+    net.sync(alice_home);
+    assert_eq!(
+        net.take(a),
+        vec![],
+        "the sender's shard syncing is not enough"
+    );
+    net.sync(bob_home);
+    assert!(matches!(net.take(a).as_slice(), [Got::Ack { cmid: 1, .. }]));
+    assert!(matches!(
+        net.take(b).as_slice(),
+        [Got::Deliver { cmid: 1, .. }]
+    ));
+    // A retry of an operation not yet durable waits too.
+    net.text(a, 2, uid(&bob), "again");
+    net.text(a, 2, uid(&bob), "again");
+    assert_eq!(net.take(a), vec![]);
+    net.sync(bob_home);
+    let got = net.take(a);
+    let [Got::Ack { sid: s1, .. }, Got::Ack { sid: s2, .. }] = got.as_slice() else {
+        panic!("{got:?}")
+    };
+    assert_eq!(s1, s2);
+}
+
+#[test]
+fn registration_key_is_shown_only_after_it_is_durable() {
+    let mut net = Net::new(1, Limits::default());
+    let phone = "+15551231000";
+    let c = net.connect(0);
+    net.send(c, &Frame::RequestPin { phone });
+    net.take(c);
+    net.auto_sync = false;
+    let pin = net.pin_for(phone);
+    net.send(c, &Frame::VerifyPin { phone, pin: &pin });
+    assert_eq!(net.take(c), vec![]);
+    net.sync(0);
+    assert!(matches!(net.take(c).as_slice(), [Got::Registered { .. }]));
+}
+
+#[test]
+fn recovery_rebuilds_accounts_queues_dedup_and_ids_from_the_log() {
+    let mut net = Net::new(2, Limits::default());
+    let (alice, bob) = phones_on_different_shards(2);
+    let ka = net.register(&alice);
+    let kb = net.register(&bob);
+    let (a, _) = net.login(uid(&alice), ka);
+    let mut sids = Vec::new();
+    for i in 1..=4 {
+        net.text(a, i, uid(&bob), &format!("m{i}"));
+        let got = net.take(a);
+        let [Got::Ack { sid, .. }] = got.as_slice() else {
+            panic!("{got:?}")
+        };
+        sids.push(*sid);
+    }
+    let (b, _) = net.login(uid(&bob), kb);
+    let got = net.take(b);
+    // Bob acks the first two; the other two stay queued.
+    for g in &got[..2] {
+        let Got::Deliver { id, .. } = g else {
+            panic!("{g:?}")
+        };
+        net.send(b, &Frame::DeliverAck { id: *id });
+    }
+    // A replaced key must stay dead across the restart (I6).
+    let kb2 = net.register(&bob);
+    let durable: Vec<usize> = net.logs.iter().map(Vec::len).collect();
+    net.crash_and_recover(&durable);
+
+    let c = net.connect(0);
+    net.send(
+        c,
+        &Frame::Login {
+            user_id: uid(&bob),
+            device_key: kb,
+        },
+    );
+    assert_eq!(net.take(c), vec![Got::LoginError(ErrorCode::LoginFailed)]);
+    let (b2, queued) = net.login(uid(&bob), kb2);
+    assert_eq!(queued, 2, "acked items stay gone; unacked survive (I1, I3)");
+    let texts: Vec<String> = net
+        .take(b2)
+        .into_iter()
+        .map(|g| match g {
+            Got::Deliver { text, .. } => text,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(texts, ["m3", "m4"]);
+    // Alice got delivered receipts for m1 and m2 before the crash; they
+    // were durable, so they wait for her.
+    let (a2, queued) = net.login(uid(&alice), ka);
+    assert_eq!(queued, 2);
+    net.take(a2);
+    // Dedup survived: a retry of m4 gets the same id, nothing new stored.
+    net.text(a2, 4, uid(&bob), "m4");
+    assert_eq!(
+        net.take(a2),
+        vec![Got::Ack {
+            cmid: 4,
+            sid: sids[3]
+        }]
+    );
+    // New ids continue after the old ones.
+    net.text(a2, 5, uid(&bob), "m5");
+    let got = net.take(a2);
+    let [Got::Ack { sid, .. }] = got.as_slice() else {
+        panic!("{got:?}")
+    };
+    assert!(*sid > sids[3]);
+}
+
+#[test]
+fn a_crash_before_the_sync_loses_only_what_was_never_acknowledged() {
+    let mut net = Net::new(1, Limits::default());
+    let alice = "+15551232000";
+    let bob = "+15551232001";
+    let ka = net.register(alice);
+    let kb = net.register(bob);
+    let (a, _) = net.login(uid(alice), ka);
+    net.text(a, 1, uid(bob), "acked");
+    assert!(matches!(net.take(a).as_slice(), [Got::Ack { .. }]));
+    net.auto_sync = false;
+    net.text(a, 2, uid(bob), "never acked");
+    assert_eq!(net.take(a), vec![]);
+    let durable = net.logs[0].len() - 1;
+    net.crash_and_recover(&[durable]);
+    net.auto_sync = true;
+    let (b, queued) = net.login(uid(bob), kb);
+    assert_eq!(queued, 1);
+    assert!(matches!(
+        net.take(b).as_slice(),
+        [Got::Deliver { cmid: 1, .. }]
+    ));
 }

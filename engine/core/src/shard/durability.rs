@@ -1,0 +1,249 @@
+//! Making a shard's changes durable before anyone hears of them.
+//!
+//! With `ShardConfig::durable` set, every change is also an
+//! `Action::Append { seq, record }` for the runtime's log, and every answer
+//! that promises durability (ServerAck, a StoreResult to another shard, the
+//! Registered frame) and every delivery of a stored item waits until the
+//! runtime reports the record durable with `handle_durable(seq)`
+//! (invariant I1: ServerAck means it survives kill -9). Server ids are
+//! therefore never shown before they are durable, so a crash cannot make
+//! an id be handed out twice.
+//!
+//! Without it (tests of the protocol alone, and the in-memory mode),
+//! answers go out at once.
+
+use std::collections::VecDeque;
+
+use tern_wire::{DeviceKey, ErrorCode, Frame, Registered};
+
+use super::Shard;
+use crate::action::Action;
+use crate::conn::ConnId;
+use crate::ids;
+use crate::inbox::Item;
+use crate::mesh::{MeshMsg, StoreResult, Stored};
+use crate::record::Record;
+use crate::user::UserId;
+
+/// An answer held back until the records before it are durable.
+#[derive(Debug)]
+pub(super) enum Reply {
+    /// ServerAck to a connection on this shard.
+    Ack {
+        conn: ConnId,
+        client_msg_id: u64,
+        stored: Stored,
+    },
+    /// ServerAck to a connection on another shard, via the mesh.
+    RemoteAck {
+        shard: u16,
+        conn: ConnId,
+        client_msg_id: u64,
+        stored: Stored,
+    },
+    /// The device key of a fresh registration.
+    Registered {
+        conn: ConnId,
+        user: UserId,
+        key: DeviceKey,
+        generation: u32,
+    },
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Durability {
+    pub(super) enabled: bool,
+    /// Sequence number of the last record handed to the runtime.
+    pub(super) appended_seq: u64,
+    /// Every record up to this one is durable.
+    pub(super) durable_seq: u64,
+    /// Every inbox item with an id up to this one is durable (ids are
+    /// allocated in append order).
+    pub(super) durable_id: u64,
+    /// Stored items not yet durable: (seq, id, recipient).
+    pending_items: VecDeque<(u64, u64, UserId)>,
+    deferred: VecDeque<(u64, Reply)>,
+}
+
+impl Durability {
+    pub(super) fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            ..Self::default()
+        }
+    }
+}
+
+impl Shard {
+    /// Hands `record` to the runtime's log; returns its sequence number
+    /// (0 when the shard keeps nothing durable).
+    pub(super) fn append(&mut self, record: Record) -> u64 {
+        if !self.dur.enabled {
+            return 0;
+        }
+        self.dur.appended_seq += 1;
+        let seq = self.dur.appended_seq;
+        if let Record::ItemStored { to, item, .. } = &record {
+            self.dur.pending_items.push_back((seq, item.id(), *to));
+        }
+        self.actions.push_back(Action::Append { seq, record });
+        seq
+    }
+
+    /// The sequence number an answer about already-stored state must wait
+    /// for (a retry of something not yet durable): everything appended so
+    /// far, which includes it.
+    pub(super) fn seq_covering(&self, id: u64) -> u64 {
+        if self.is_durable_id(id) {
+            0
+        } else {
+            self.dur.appended_seq
+        }
+    }
+
+    pub(super) fn is_durable_id(&self, id: u64) -> bool {
+        !self.dur.enabled || ids::seq_of(id) <= ids::seq_of(self.dur.durable_id)
+    }
+
+    /// Sends `reply` once record `seq` is durable.
+    pub(super) fn reply_when_durable(&mut self, seq: u64, reply: Reply) {
+        if !self.dur.enabled || seq <= self.dur.durable_seq {
+            self.send_reply(reply);
+        } else {
+            debug_assert!(self
+                .dur
+                .deferred
+                .back()
+                .is_none_or(|(last, _)| *last <= seq));
+            self.dur.deferred.push_back((seq, reply));
+        }
+    }
+
+    /// The runtime's log has every record up to `seq` on disk.
+    pub fn handle_durable(&mut self, seq: u64, now_ms: u64) {
+        assert!(
+            seq <= self.dur.appended_seq,
+            "durable seq {seq} past appended {}",
+            self.dur.appended_seq
+        );
+        if seq <= self.dur.durable_seq {
+            return;
+        }
+        self.dur.durable_seq = seq;
+        let mut users = Vec::new();
+        while let Some(&(s, id, user)) = self.dur.pending_items.front() {
+            if s > seq {
+                break;
+            }
+            self.dur.pending_items.pop_front();
+            self.dur.durable_id = id;
+            if users.last() != Some(&user) {
+                users.push(user);
+            }
+        }
+        while let Some((s, _)) = self.dur.deferred.front() {
+            if *s > seq {
+                break;
+            }
+            if let Some((_, reply)) = self.dur.deferred.pop_front() {
+                self.send_reply(reply);
+            }
+        }
+        users.sort_unstable();
+        users.dedup();
+        for user in users {
+            self.pump(user, now_ms);
+        }
+    }
+
+    /// Records appended and not yet reported durable.
+    pub fn undurable_records(&self) -> u64 {
+        self.dur.appended_seq - self.dur.durable_seq
+    }
+
+    fn send_reply(&mut self, reply: Reply) {
+        match reply {
+            Reply::Ack {
+                conn,
+                client_msg_id,
+                stored,
+            } => self.send_frame(
+                conn,
+                &Frame::ServerAck {
+                    client_msg_id,
+                    server_msg_id: stored.server_msg_id,
+                    timestamp_ms: stored.timestamp_ms,
+                },
+            ),
+            Reply::RemoteAck {
+                shard,
+                conn,
+                client_msg_id,
+                stored,
+            } => self.actions.push_back(Action::Mesh {
+                to: shard,
+                msg: MeshMsg::StoreResult(StoreResult {
+                    conn,
+                    client_msg_id,
+                    outcome: Ok(stored),
+                }),
+            }),
+            Reply::Registered {
+                conn,
+                user,
+                key,
+                generation,
+            } => self.send_frame(
+                conn,
+                &Frame::Registered(Registered {
+                    user_id: user.0,
+                    device_key: key,
+                    device_generation: generation,
+                }),
+            ),
+        }
+    }
+
+    // ---- recovery ------------------------------------------------------------
+
+    /// Applies one record read back from the log at start-up, before any
+    /// connection exists. Replay and live use share the same tables.
+    pub fn replay(&mut self, record: Record) -> Result<(), ErrorCode> {
+        match record {
+            Record::ItemStored { to, dedup, item } => {
+                let id = item.id();
+                if ids::shard_of(id) == self.cfg.shard {
+                    self.recovered_seq_max = self.recovered_seq_max.max(ids::seq_of(id));
+                }
+                if let Some((from, cmid)) = dedup {
+                    self.dedup.insert(from, cmid, id);
+                }
+                // Durable items are restored even past the live bounds:
+                // recovery never drops what was acknowledged.
+                self.inboxes.restore(to, item);
+            }
+            Record::ItemAcked { user, id } => {
+                let _ = self.inboxes.ack(user, id);
+            }
+            Record::Account(event) => {
+                self.accounts.apply(&event).map_err(|e| e.code())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends recovery: server ids continue after the highest one replayed.
+    pub fn finish_recovery(&mut self) {
+        self.ids = crate::ids::IdAllocator::new(self.cfg.shard, self.recovered_seq_max);
+        self.dur.durable_id = ids::compose(self.cfg.shard, self.recovered_seq_max);
+    }
+
+    /// Builds the item record for `to` (shared by the store paths).
+    pub(super) fn item_record(to: UserId, dedup: Option<(UserId, u64)>, item: &Item) -> Record {
+        Record::ItemStored {
+            to,
+            dedup,
+            item: item.clone(),
+        }
+    }
+}
