@@ -21,6 +21,9 @@ pub enum EngineError {
     },
     /// A configuration value is out of range.
     Config(String),
+    /// A shard's log could not be opened or replayed (the message names
+    /// the file and offset).
+    Log(String),
 }
 
 impl fmt::Display for EngineError {
@@ -34,6 +37,7 @@ impl fmt::Display for EngineError {
                 write!(f, "data directory {}: {source}", path.display())
             }
             Self::Config(e) => write!(f, "configuration: {e}"),
+            Self::Log(e) => write!(f, "log: {e}"),
         }
     }
 }

@@ -3,7 +3,10 @@
 //! gateways. See docs/ARCHITECTURE.md.
 
 pub mod clock;
+pub mod config;
 pub mod error;
+pub mod operator;
+pub mod ops;
 pub mod runtime;
 pub mod server;
 pub mod sms;

@@ -1,15 +1,15 @@
 //! `tern`: the Tern server. `tern serve` runs it on embedded defaults (data
 //! directory, self-signed certificate and SMS outbox made on first run).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tern_engine::server::{self, ServeOptions, SmsChoice, TlsChoice};
-use tern_engine::sms::HttpGatewayConfig;
+use tern_engine::config::Config;
+use tern_engine::operator::ReloadSource;
+use tern_engine::ops::alerts::AlertSettings;
+use tern_engine::server::{self, OpsOptions};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,55 +25,77 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Kernel and process limit checks for high connection density.
+    #[command(subcommand)]
+    Tune(TuneCommand),
+    /// Check, print or explain the configuration.
+    Config(tern_engine::config::ConfigCmdArgs),
+    /// Talk to a running server over its admin socket.
+    Ctl(tern_engine::ops::ctl::CtlArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum TuneCommand {
+    /// Report which kernel and process limits fall short of N connections,
+    /// with the exact setting that fixes each (docs/TUNING.md). Exits 1
+    /// when something is short.
+    Check(TuneCheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct TuneCheckArgs {
+    /// Connections the server should hold.
+    #[arg(long)]
+    connections: u64,
+    /// Shards the server will run (default: one per core).
+    #[arg(long)]
+    shards: Option<u16>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = server::LISTEN_DEFAULT, env = "TERN_LISTEN")]
-    listen: SocketAddr,
-    /// Data directory (created on first run).
-    #[arg(long, default_value = server::DATA_DIR_DEFAULT, env = "TERN_DATA_DIR")]
-    data_dir: PathBuf,
-    /// Shards (executors); default one per core.
-    #[arg(long, env = "TERN_SHARDS")]
-    shards: Option<u16>,
-    /// Do not pin shards to cores.
+    #[command(flatten)]
+    config: tern_engine::config::ConfigArgs,
+    /// Start even if a shard log is corrupt, cutting it at the damage (the
+    /// records after it are lost; the start-up log says how many).
     #[arg(long)]
-    no_pin_cores: bool,
-    /// Operator certificate chain (PEM); needs --tls-key.
-    #[arg(long, requires = "tls_key", env = "TERN_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// Operator private key (PEM); needs --tls-cert.
-    #[arg(long, requires = "tls_cert", env = "TERN_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    /// Extra DNS names or IPs for the generated self-signed certificate.
-    #[arg(long = "tls-name")]
-    tls_names: Vec<String>,
-    /// Turn TLS OFF. For benchmarks on loopback only: keys and messages
-    /// travel in clear text.
-    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
-    insecure_plaintext: bool,
-    /// Send PINs by POSTing JSON to this URL instead of the outbox file.
-    #[arg(long, env = "TERN_SMS_HTTP_URL")]
-    sms_http_url: Option<String>,
-    /// Bearer token for --sms-http-url.
-    #[arg(long, env = "TERN_SMS_HTTP_TOKEN", hide_env_values = true)]
-    sms_http_token: Option<String>,
-    /// Override an engine limit, NAME=VALUE (rates as BURST/PERIOD_MS);
-    /// repeatable. E.g. --limit inbox_len_max=50000 --limit
-    /// pin_requests_per_source=100000/60000 (for load tests).
-    #[arg(long = "limit", value_name = "NAME=VALUE")]
-    limits: Vec<String>,
-    /// Log as JSON lines.
-    #[arg(long)]
-    log_json: bool,
+    repair_log: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Tune(TuneCommand::Check(args)) => tune_check(&args),
+        Command::Config(args) => tern_engine::config::run_config_cmd(args),
+        Command::Ctl(args) => tern_engine::ops::ctl::run_ctl(args),
+    }
+}
+
+fn tune_check(args: &TuneCheckArgs) -> ExitCode {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shards = args
+        .shards
+        .unwrap_or_else(|| u16::try_from(cores).unwrap_or(u16::MAX));
+    let report = tern_tuning::check(args.connections, shards);
+    if args.json {
+        match report.to_json() {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("tern: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.render_table());
+    }
+    if report.has_short() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -89,40 +111,30 @@ fn init_logging(json: bool) {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    init_logging(args.log_json);
-    let tls = if args.insecure_plaintext {
-        TlsChoice::InsecurePlaintext
-    } else if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
-        TlsChoice::Files { cert, key }
-    } else {
-        TlsChoice::Embedded {
-            extra_names: args.tls_names,
-        }
-    };
-    let sms = match args.sms_http_url {
-        Some(url) => {
-            let mut cfg = HttpGatewayConfig::new(url);
-            cfg.bearer_token = args.sms_http_token;
-            SmsChoice::Http(cfg)
-        }
-        None => SmsChoice::Outbox,
-    };
-    let mut limits = tern_core::limits::Limits::default();
-    for assignment in &args.limits {
-        if let Err(e) = limits.set(assignment) {
-            eprintln!("tern: --limit {e}");
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tern: {e}");
             return ExitCode::FAILURE;
         }
-    }
-    let opts = ServeOptions {
-        limits,
-        listen: args.listen,
-        shards: args.shards,
-        pin_cores: if args.no_pin_cores { Some(false) } else { None },
-        data_dir: args.data_dir,
-        tls,
-        sms,
-        ..ServeOptions::default()
+    };
+    init_logging(config.log_json);
+    let mut opts = match config.serve_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("tern: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    opts.repair_log = args.repair_log;
+    opts.ops = OpsOptions {
+        http_listen: config.ops.http_enabled.then_some(config.ops.http_listen),
+        admin_socket: Some(config.admin_socket_path()),
+        alerts: Some(AlertSettings::from(&config.alerts)),
+        reload: Some(ReloadSource {
+            args: args.config.clone(),
+            current: config,
+        }),
     };
     let started = match server::serve(opts) {
         Ok(s) => s,
@@ -143,7 +155,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("tern: stopping (finishing in-flight work)");
-    started.handle.join();
+    started.join();
     eprintln!("tern: stopped");
     ExitCode::SUCCESS
 }
@@ -166,5 +178,11 @@ fn print_banner(s: &server::Started) {
     }
     if let Some(outbox) = &s.sms_outbox {
         eprintln!("tern: SMS PINs are written to {}", outbox.display());
+    }
+    if let Some(http) = s.ops.http {
+        eprintln!("tern: operations endpoint http://{http}/metrics (/healthz, /readyz)");
+    }
+    if let Some(sock) = &s.ops.admin_socket {
+        eprintln!("tern: admin socket {} (tern ctl status)", sock.display());
     }
 }

@@ -2,6 +2,9 @@
 //! SO_REUSEPORT listener, connection tasks, mesh tasks and a ticker.
 
 pub(crate) mod conn;
+pub mod control;
+pub(crate) mod cpus;
+pub(crate) mod log;
 pub(crate) mod mesh;
 pub(crate) mod shard;
 
@@ -40,6 +43,13 @@ pub struct RuntimeConfig {
     pub shard: ShardConfig,
     pub sms: Arc<dyn SmsGateway>,
     pub shutdown_grace_ms: u64,
+    /// Shard k keeps its log in `<data_dir>/shard-k`.
+    pub data_dir: std::path::PathBuf,
+    pub log: tern_log::LogOptions,
+    /// Per-shard metrics, written each tick (`None`: not exported).
+    pub metrics: Option<Arc<crate::ops::metrics::Metrics>>,
+    /// Operator commands, one receiver per shard.
+    pub control: Vec<crossbeam_channel::Receiver<control::Control>>,
 }
 
 impl std::fmt::Debug for RuntimeConfig {
@@ -63,6 +73,15 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// A handle with nothing behind it (what is left after `join`).
+    pub(crate) fn detached() -> Self {
+        Self {
+            local_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            stop: Arc::new(AtomicBool::new(true)),
+            threads: Vec::new(),
+        }
+    }
+
     /// The address the listeners are bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -100,15 +119,38 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Starts every shard and returns once all listeners are bound.
+/// Reserves `addr` (resolving port 0) with a bound, non-listening
+/// SO_REUSEPORT socket: the shards can then bind the same port in parallel,
+/// and the reservation takes no connections because it never listens.
+fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, socket2::Socket), EngineError> {
+    let domain = if addr.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let err = |e: std::io::Error| EngineError::Bind(format!("{addr}: {e}"));
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).map_err(err)?;
+    socket.set_reuse_port(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    let bound = socket
+        .local_addr()
+        .map_err(err)?
+        .as_socket()
+        .ok_or_else(|| EngineError::Bind(format!("{addr}: not an IP address")))?;
+    Ok((bound, socket))
+}
+
+/// Starts every shard (each recovers its log in parallel with the others,
+/// then binds) and returns once all are listening.
 pub fn start(cfg: RuntimeConfig) -> Result<ServerHandle, EngineError> {
     let shards = usize::from(cfg.shards.max(1));
     let stop = Arc::new(AtomicBool::new(false));
     let mut ends: Vec<Option<MeshEnds>> = mesh::build(shards).into_iter().map(Some).collect();
     let mut threads = Vec::with_capacity(shards);
-    let mut local_addr = cfg.listen;
+    let (local_addr, reservation) = reserve_port(cfg.listen)?;
+    let allowed_cpus = cpus::allowed();
+    let (tx, rx) = mpsc::channel::<Result<SocketAddr, EngineError>>();
     for k in 0..shards {
-        let (tx, rx) = mpsc::channel::<Result<SocketAddr, String>>();
         let ends_k = ends
             .get_mut(k)
             .and_then(Option::take)
@@ -119,10 +161,15 @@ pub fn start(cfg: RuntimeConfig) -> Result<ServerHandle, EngineError> {
             cfg: cfg.clone(),
             ends: ends_k,
             stop: stop.clone(),
-            bound: tx,
+            bound: tx.clone(),
         };
         let placement = if cfg.pin_cores {
-            Placement::Fixed(k)
+            // The k-th CPU this process may use, not CPU k.
+            let cpu = allowed_cpus
+                .as_ref()
+                .and_then(|c| c.get(k % c.len().max(1)).copied())
+                .unwrap_or(k);
+            Placement::Fixed(cpu)
         } else {
             Placement::Unbound
         };
@@ -130,35 +177,34 @@ pub fn start(cfg: RuntimeConfig) -> Result<ServerHandle, EngineError> {
             .name(&format!("tern-shard-{k}"))
             .spawn(move || async move { shard_main(ctx).await })
             .map_err(|e| EngineError::Start(format!("shard {k} executor: {e}")))?;
-        let (jtx, jrx) = mpsc::channel();
         let join = std::thread::Builder::new()
             .name(format!("tern-join-{k}"))
             .spawn(move || {
                 let _ = handle.join();
-                let _ = jtx.send(());
             })
             .map_err(|e| EngineError::Start(format!("join thread: {e}")))?;
-        drop(jrx);
         threads.push(join);
-        // Shard 0 picks the port (when 0 was asked for); the others bind the
-        // same one with SO_REUSEPORT.
-        match rx.recv() {
-            Ok(Ok(addr)) => local_addr = addr,
-            Ok(Err(e)) => {
-                stop.store(true, Ordering::SeqCst);
-                return Err(EngineError::Bind(e));
-            }
-            Err(_) => {
-                stop.store(true, Ordering::SeqCst);
-                return Err(EngineError::Start(format!("shard {k} died while starting")));
-            }
-        }
     }
-    Ok(ServerHandle {
+    drop(tx);
+    let mut handle = ServerHandle {
         local_addr,
         stop,
         threads,
-    })
+    };
+    for _ in 0..shards {
+        let failed = match rx.recv() {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(EngineError::Start("a shard died while starting".into())),
+        };
+        if let Some(e) = failed {
+            handle.shutdown();
+            handle.join_threads();
+            return Err(e);
+        }
+    }
+    drop(reservation);
+    Ok(handle)
 }
 
 struct ShardCtx {
@@ -167,7 +213,7 @@ struct ShardCtx {
     cfg: RuntimeConfig,
     ends: MeshEnds,
     stop: Arc<AtomicBool>,
-    bound: mpsc::Sender<Result<SocketAddr, String>>,
+    bound: mpsc::Sender<Result<SocketAddr, EngineError>>,
 }
 
 async fn shard_main(ctx: ShardCtx) {
@@ -179,30 +225,50 @@ async fn shard_main(ctx: ShardCtx) {
         stop,
         bound,
     } = ctx;
+    // Recover before listening: no client is served from a half-built
+    // state, and a corrupt log stops start-up with a message naming the
+    // file and offset.
+    let shards = usize::from(cfg.shards.max(1));
+    let mut shard_cfg = cfg.shard.clone();
+    shard_cfg.shard = index;
+    shard_cfg.shards = cfg.shards.max(1);
+    shard_cfg.durable = true;
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    let mut core = Shard::new(shard_cfg, seed);
+    let log_dir = cfg.data_dir.join(format!("shard-{index}"));
+    let (log, report) = match log::open_and_recover(&log_dir, &cfg.log, &mut core) {
+        Ok(opened) => opened,
+        Err(e) => {
+            let _ = bound.send(Err(e));
+            return;
+        }
+    };
+    tracing::info!(
+        shard = index,
+        records = report.records,
+        bytes = report.bytes,
+        torn_tail_bytes = report.torn_tail_bytes,
+        queued = core.queued_items(),
+        elapsed_ms = u64::try_from(report.elapsed_ms).unwrap_or(u64::MAX),
+        "shard recovered"
+    );
     let listener = match TcpListener::bind(listen) {
         Ok(l) => l,
         Err(e) => {
-            let _ = bound.send(Err(format!("{listen}: {e}")));
+            let _ = bound.send(Err(EngineError::Bind(format!("{listen}: {e}"))));
             return;
         }
     };
     let addr = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
-            let _ = bound.send(Err(format!("{listen}: {e}")));
+            let _ = bound.send(Err(EngineError::Bind(format!("{listen}: {e}"))));
             return;
         }
     };
-    let shards = usize::from(cfg.shards.max(1));
-    let mut shard_cfg = cfg.shard.clone();
-    shard_cfg.shard = index;
-    shard_cfg.shards = cfg.shards.max(1);
-    let mut seed = [0u8; 32];
-    rand::rng().fill_bytes(&mut seed);
-    let rt: RtRef = Rc::new(RefCell::new(ShardRt::new(
-        Shard::new(shard_cfg, seed),
-        shards,
-    )));
+    let rt: RtRef = Rc::new(RefCell::new(ShardRt::new(core, shards)));
+    rt.borrow_mut().log = Some(log);
     let scratch = Rc::new(RefCell::new(Scratch::new()));
     let sms = cfg.sms.clone();
 
@@ -245,6 +311,7 @@ async fn shard_main(ctx: ShardCtx) {
         .detach();
     }
     let mesh_task = glommio::spawn_local(mesh_sender(rt.clone(), senders));
+    let log_task = glommio::spawn_local(log::run(rt.clone(), sms.clone()));
 
     let accept_task = {
         let (rt, sms, scratch, tls) = (rt.clone(), sms.clone(), scratch.clone(), cfg.tls.clone());
@@ -262,26 +329,103 @@ async fn shard_main(ctx: ShardCtx) {
         })
     };
 
-    // Ticker: timers in the core, and the stop flag.
+    // Ticker: timers in the core, metrics, operator commands, stop flag.
     let tick = Duration::from_millis(TICK_MS);
+    let control = cfg.control.get(usize::from(index)).cloned();
+    let metrics = cfg.metrics.clone();
+    let mut accept_task = Some(accept_task);
+    let mut ticks: u64 = 0;
     while !stop.load(Ordering::SeqCst) {
         glommio::timer::sleep(tick).await;
         rt.borrow_mut().core.handle_timeout(now_ms());
         drain_actions(&rt, &sms);
+        if let Some(rx) = &control {
+            while let Ok(cmd) = rx.try_recv() {
+                handle_control(&rt, &sms, cmd, &mut accept_task);
+            }
+        }
+        if let Some(m) = metrics.as_ref().and_then(|m| m.shard(index)) {
+            // The longest queue walks every user: once a second is enough.
+            let longest = if ticks % 10 == 0 {
+                Some(
+                    rt.borrow()
+                        .core
+                        .longest_queues(1)
+                        .first()
+                        .map_or(0, |q| q.1),
+                )
+            } else {
+                None
+            };
+            publish_metrics(&rt, m, longest);
+        }
+        ticks += 1;
     }
 
     // Graceful stop: no new sockets; everyone is kicked after a flush.
-    drop(accept_task);
+    drop(accept_task.take());
     rt.borrow_mut().core.begin_shutdown();
     drain_actions(&rt, &sms);
     let deadline = now_ms() + cfg.shutdown_grace_ms;
-    while rt.borrow().core.connections() > 0 && now_ms() < deadline {
+    while (rt.borrow().core.connections() > 0 || rt.borrow().core.undurable_records() > 0)
+        && !rt.borrow().core.is_poisoned()
+        && now_ms() < deadline
+    {
         glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the log finish what it started (bounded by the same deadline).
+    while !rt.borrow().log.as_ref().is_none_or(log::ShardLog::is_idle) && now_ms() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     let left = rt.borrow().core.connections();
     tracing::info!(shard = index, left, "shard stopped");
     rt.borrow_mut().stopping = true;
     drop(mesh_task);
+    drop(log_task);
+}
+
+fn handle_control(
+    rt: &RtRef,
+    sms: &Arc<dyn SmsGateway>,
+    cmd: control::Control,
+    accept_task: &mut Option<glommio::Task<()>>,
+) {
+    match cmd {
+        control::Control::Kick { user, reply } => {
+            let kicked = rt.borrow_mut().core.kick_user(
+                user,
+                tern_wire::KickReason::AdminKick,
+                "disconnected by an operator",
+            );
+            drain_actions(rt, sms);
+            let _ = reply.send(kicked);
+        }
+        control::Control::Queues { n, reply } => {
+            let _ = reply.send(rt.borrow().core.longest_queues(n));
+        }
+        control::Control::Drain { reply } => {
+            // Dropping the task cancels the pending accept; the listener
+            // closes, and SO_REUSEPORT sends new connections elsewhere.
+            drop(accept_task.take());
+            let connections = rt.borrow().core.connections();
+            let _ = reply.send(u64::try_from(connections).unwrap_or(u64::MAX));
+        }
+    }
+}
+
+fn publish_metrics(rt: &RtRef, m: &crate::ops::metrics::ShardMetrics, longest: Option<usize>) {
+    let r = rt.borrow();
+    m.observe_stats(&r.core.stats());
+    let to_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let mesh_queue_depth = r.mesh_out.iter().map(Vec::len).sum::<usize>();
+    let prev_longest = m.queue_longest_items.get();
+    m.set_gauges(&crate::ops::metrics::ShardGauges {
+        connections: to_u64(r.core.connections()),
+        online_users: to_u64(r.core.online_users()),
+        queue_items: to_u64(r.core.queued_items()),
+        queue_longest_items: longest.map_or(prev_longest, to_u64),
+        mesh_queue_depth: to_u64(mesh_queue_depth),
+    });
 }
 
 fn on_accept(

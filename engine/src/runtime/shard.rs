@@ -45,6 +45,8 @@ pub(crate) struct ShardRt {
     pub(crate) adopt_out: Vec<Vec<super::mesh::Adopt>>,
     pub(crate) mesh_waker: Option<Waker>,
     pub(crate) stopping: bool,
+    /// The shard's log; `None` only in tests of the runtime without disk.
+    pub(crate) log: Option<super::log::ShardLog>,
 }
 
 pub(crate) type RtRef = Rc<RefCell<ShardRt>>;
@@ -58,6 +60,7 @@ impl ShardRt {
             adopt_out: (0..shards).map(|_| Vec::new()).collect(),
             mesh_waker: None,
             stopping: false,
+            log: None,
         }
     }
 
@@ -102,12 +105,18 @@ pub(crate) fn drain_actions(rt: &RtRef, sms: &Arc<dyn SmsGateway>) {
                     r.wake_mesh();
                 }
                 Action::SendSms(job) => jobs.push(job),
-                Action::Append { seq, .. } => {
-                    // This runtime runs shards with `durable: false` until
-                    // the log is wired in, so the core never appends. Never
-                    // report durability that did not happen: the record's
-                    // answers stay held back.
-                    tracing::error!(seq, "log append requested but this runtime has no log");
+                Action::Append { seq, record } => {
+                    let result = match r.log.as_mut() {
+                        Some(log) => log.append(seq, &record),
+                        // Never report durability that did not happen.
+                        None => Err("this shard has no log".to_string()),
+                    };
+                    if let Err(e) = result {
+                        if !r.core.is_poisoned() {
+                            tracing::error!(error = %e, "SHARD POISONED: log append failed");
+                        }
+                        r.core.poison();
+                    }
                 }
             }
         }

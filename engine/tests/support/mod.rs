@@ -36,6 +36,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(shards: u16, limits: Limits) -> Self {
+        Self::start_with(shards, limits, server::OpsOptions::default())
+    }
+
+    /// With the operator surface (metrics endpoint, admin socket, alerts).
+    pub fn start_with(shards: u16, limits: Limits, ops: server::OpsOptions) -> Self {
         let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("tern-e2e-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -46,6 +51,7 @@ impl TestServer {
             data_dir: dir.clone(),
             limits,
             shutdown_grace_ms: 2_000,
+            ops,
             ..ServeOptions::default()
         };
         let started = server::serve(opts).unwrap();
@@ -120,8 +126,7 @@ impl TestServer {
 
     pub fn stop(&mut self) {
         if let Some(s) = self.started.take() {
-            s.handle.shutdown();
-            s.handle.join();
+            s.stop();
         }
     }
 }

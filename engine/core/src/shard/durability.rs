@@ -63,6 +63,8 @@ pub(super) struct Durability {
     /// Stored items not yet durable: (seq, id, recipient).
     pending_items: VecDeque<(u64, u64, UserId)>,
     deferred: VecDeque<(u64, Reply)>,
+    /// The log failed a write or sync: nothing more is acknowledged.
+    pub(super) poisoned: bool,
 }
 
 impl Durability {
@@ -154,6 +156,18 @@ impl Shard {
         for user in users {
             self.pump(user, now_ms);
         }
+    }
+
+    /// The runtime's log failed a write or fsync. From now on this shard
+    /// stores nothing new (Sends get `ShardUnavailable`), and answers held
+    /// back for records not yet durable are never sent: a failed fsync is
+    /// never retried and then trusted (fsyncgate).
+    pub fn poison(&mut self) {
+        self.dur.poisoned = true;
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.dur.poisoned
     }
 
     /// Records appended and not yet reported durable.

@@ -218,6 +218,9 @@ impl Shard {
         now_ms: u64,
     ) -> Result<(Stored, u64), ErrorCode> {
         debug_assert_eq!(self.home_of(to), self.cfg.shard);
+        if self.dur.poisoned {
+            return Err(ErrorCode::ShardUnavailable);
+        }
         if let Some(server_msg_id) = self.dedup.lookup(from, client_msg_id) {
             self.stats.messages_deduplicated += 1;
             let seq = self.seq_covering(server_msg_id);
@@ -323,6 +326,9 @@ impl Shard {
         let message = match code {
             ErrorCode::QueueFull => "recipient's queue is full; nothing was stored, retry later",
             ErrorCode::UnknownRecipient => "no such user",
+            ErrorCode::ShardUnavailable => {
+                "the recipient's shard cannot store messages (storage failure)"
+            }
             _ => "could not store the message",
         };
         self.send_error(conn, code, message, client_msg_id, false);

@@ -174,6 +174,12 @@ impl Shard {
         self.inboxes.total_len()
     }
 
+    /// The `n` users of this shard with the longest queues (operators'
+    /// "queues" view). Walks every user with a queue: call it rarely.
+    pub fn longest_queues(&self, n: usize) -> Vec<(UserId, usize)> {
+        self.inboxes.longest(n)
+    }
+
     /// Queue length of one user (home here).
     pub fn queue_len(&self, user: UserId) -> usize {
         self.inboxes.len(user)

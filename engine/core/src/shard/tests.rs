@@ -1176,3 +1176,31 @@ fn a_crash_before_the_sync_loses_only_what_was_never_acknowledged() {
         [Got::Deliver { cmid: 1, .. }]
     ));
 }
+
+#[test]
+fn a_poisoned_shard_refuses_new_messages_and_never_acks_the_unsynced() {
+    let mut net = Net::new(1, Limits::default());
+    let alice = "+15551233000";
+    let bob = "+15551233001";
+    let ka = net.register(alice);
+    net.register(bob);
+    let (a, _) = net.login(uid(alice), ka);
+    net.auto_sync = false;
+    net.text(a, 1, uid(bob), "in flight when the disk fails");
+    net.shards[0].poison();
+    net.text(a, 2, uid(bob), "after");
+    assert_eq!(
+        net.take(a),
+        vec![Got::Error {
+            code: ErrorCode::ShardUnavailable,
+            cmid: 2,
+            fatal: false
+        }]
+    );
+    assert!(net.shards[0].is_poisoned());
+    assert_eq!(
+        net.shards[0].undurable_records(),
+        1,
+        "message 1 is never acknowledged"
+    );
+}

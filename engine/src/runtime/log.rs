@@ -1,0 +1,197 @@
+//! The shard's log in the runtime: recovery at start, and the group-commit
+//! writer's I/O.
+//!
+//! `tern-log`'s `Writer` is a sans-IO state machine; this module feeds it
+//! the core's `Action::Append` records and runs the file I/O it asks for on
+//! glommio's blocking pool (the file driver blocks in `pwrite` and
+//! `fdatasync`, never on the executor thread). One request runs at a time;
+//! while an fdatasync is in flight new appends pile up and go out together
+//! in the next batch: that is the group commit. When the durable position
+//! moves, the core hears `handle_durable(seq)` for the last record at or
+//! below it and releases the answers it held back.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::path::Path;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use tern_core::record::Record;
+use tern_core::shard::Shard;
+use tern_log::{FileDriver, IoDriver, IoRequest, LogOptions, Lsn, Writer};
+
+use super::shard::{drain_actions, RtRef};
+use crate::clock::now_ms;
+use crate::error::EngineError;
+use crate::sms::SmsGateway;
+
+/// A shard's open log.
+#[derive(Debug)]
+pub(crate) struct ShardLog {
+    writer: Writer,
+    /// `None` while a request runs on the blocking pool.
+    driver: Option<FileDriver>,
+    /// Core sequence numbers with the log position of their record, in
+    /// order, until durable.
+    seqs: VecDeque<(u64, Lsn)>,
+    payload: Vec<u8>,
+    waker: Option<Waker>,
+}
+
+/// What recovery found, for the start-up log line.
+#[derive(Debug)]
+pub(crate) struct RecoveryReport {
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+    pub(crate) elapsed_ms: u128,
+    pub(crate) torn_tail_bytes: u64,
+}
+
+/// Opens `dir` (creating it), replays every record into `core`, and
+/// returns the log positioned to append.
+pub(crate) fn open_and_recover(
+    dir: &Path,
+    options: &LogOptions,
+    core: &mut Shard,
+) -> Result<(ShardLog, RecoveryReport), EngineError> {
+    let started = Instant::now();
+    let mut replay_error = None;
+    let opened = tern_log::open_log_with(dir, options, |lsn, record| {
+        if replay_error.is_some() {
+            return;
+        }
+        let result = Record::decode(record.kind, record.payload)
+            .map_err(|e| format!("{}: record at {lsn}: {e}", dir.display()))
+            .and_then(|r| {
+                core.replay(r)
+                    .map_err(|code| format!("{}: record at {lsn}: {code}", dir.display()))
+            });
+        if let Err(e) = result {
+            replay_error = Some(e);
+        }
+    })
+    .map_err(|e| EngineError::Log(format!("{}: {e}", dir.display())))?;
+    if let Some(e) = replay_error {
+        return Err(EngineError::Log(e));
+    }
+    core.finish_recovery();
+    let report = RecoveryReport {
+        records: opened.recovered.summary.records,
+        bytes: opened.recovered.bytes_read,
+        elapsed_ms: started.elapsed().as_millis(),
+        torn_tail_bytes: opened.recovered.torn_tail_truncated.map_or(0, |t| t.bytes),
+    };
+    Ok((
+        ShardLog {
+            writer: opened.writer,
+            driver: Some(opened.driver),
+            seqs: VecDeque::new(),
+            payload: Vec::new(),
+            waker: None,
+        },
+        report,
+    ))
+}
+
+impl ShardLog {
+    /// Appends the core's record `seq`. An error (log poisoned, or more
+    /// bytes pending than the bound) means the record will never be
+    /// durable: the caller poisons the core.
+    pub(crate) fn append(&mut self, seq: u64, record: &Record) -> Result<(), String> {
+        self.payload.clear();
+        record.encode(&mut self.payload);
+        let lsn = self
+            .writer
+            .append(record.kind(), &self.payload)
+            .map_err(|e| e.to_string())?;
+        self.seqs.push_back((seq, lsn));
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// No I/O is running or waiting: the shard may exit (glommio's blocking
+    /// pool must not answer an executor that is gone).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.driver.is_some() && self.writer.is_idle()
+    }
+
+    /// Pops the core sequence numbers now durable; returns the last.
+    fn durable_seq(&mut self) -> Option<u64> {
+        let durable = self.writer.durable_lsn();
+        let mut last = None;
+        while let Some(&(seq, lsn)) = self.seqs.front() {
+            if lsn > durable {
+                break;
+            }
+            self.seqs.pop_front();
+            last = Some(seq);
+        }
+        last
+    }
+}
+
+/// The shard's log task: runs the writer's I/O until the shard stops.
+pub(crate) async fn run(rt: RtRef, sms: Arc<dyn SmsGateway>) {
+    loop {
+        let next = poll_fn(|cx| {
+            let mut r = rt.borrow_mut();
+            let Some(log) = r.log.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if log.writer.poison_cause().is_some() {
+                // Never retried: the process must restart and recover.
+                return Poll::Ready(None);
+            }
+            match (log.writer.poll_io(), log.driver.take()) {
+                (Some(request), Some(driver)) => Poll::Ready(Some((request, driver))),
+                (request, driver) => {
+                    debug_assert!(request.is_none(), "one request at a time");
+                    log.driver = driver;
+                    log.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        let Some((request, mut driver)) = next else {
+            return;
+        };
+        let (driver, request, result) = glommio::executor()
+            .spawn_blocking(move || {
+                let result = driver.execute(&request);
+                (driver, request, result)
+            })
+            .await;
+        {
+            let mut r = rt.borrow_mut();
+            let r = &mut *r;
+            let Some(log) = r.log.as_mut() else {
+                return;
+            };
+            log.driver = Some(driver);
+            let id = request.id();
+            if let IoRequest::Write { .. } = request {
+                if let Some(bytes) = request.into_bytes() {
+                    log.writer.recycle(bytes);
+                }
+            }
+            if let Err(e) = log.writer.handle_io_done(id, result) {
+                tracing::error!(error = %e, "log bookkeeping error");
+            }
+            if let Some(cause) = log.writer.poison_cause() {
+                tracing::error!(
+                    shard = r.core.shard(),
+                    cause = ?cause,
+                    "SHARD POISONED: log I/O failed; no further acknowledgements; restart to recover"
+                );
+                r.core.poison();
+            } else if let Some(seq) = log.durable_seq() {
+                r.core.handle_durable(seq, now_ms());
+            }
+        }
+        drain_actions(&rt, &sms);
+    }
+}
