@@ -85,6 +85,14 @@ fn metrics_endpoint_counts_real_traffic_and_reports_readiness() {
     assert!(metric(&text, "tern_logins_total") >= 2);
     assert_eq!(metric(&text, "tern_online_users"), 2);
     assert!(text.contains("# TYPE tern_connections gauge"));
+    // The log's group commits were measured: every stored message and
+    // receipt went through an fdatasync.
+    assert!(
+        metric(&text, "tern_fsync_latency_seconds_count") > 0,
+        "{text}"
+    );
+    assert!(metric(&text, "tern_commit_batch_items_count") > 0);
+    assert!(metric(&text, "tern_commit_batch_items_sum") >= 5);
 }
 
 /// A one-shot-per-connection HTTP receiver that hands over each body.

@@ -118,23 +118,31 @@ impl ShardLog {
         self.driver.is_some() && self.writer.is_idle()
     }
 
-    /// Pops the core sequence numbers now durable; returns the last.
-    fn durable_seq(&mut self) -> Option<u64> {
+    /// Pops the core sequence numbers now durable; returns the last and
+    /// how many records this commit made durable.
+    fn durable_seq(&mut self) -> Option<(u64, u64)> {
         let durable = self.writer.durable_lsn();
         let mut last = None;
+        let mut count = 0u64;
         while let Some(&(seq, lsn)) = self.seqs.front() {
             if lsn > durable {
                 break;
             }
             self.seqs.pop_front();
             last = Some(seq);
+            count += 1;
         }
-        last
+        last.map(|seq| (seq, count))
     }
 }
 
 /// The shard's log task: runs the writer's I/O until the shard stops.
-pub(crate) async fn run(rt: RtRef, sms: Arc<dyn SmsGateway>) {
+/// Records fdatasync latency and group-commit batch sizes in `metrics`.
+pub(crate) async fn run(
+    rt: RtRef,
+    sms: Arc<dyn SmsGateway>,
+    metrics: Option<Arc<crate::ops::metrics::Metrics>>,
+) {
     loop {
         let next = poll_fn(|cx| {
             let mut r = rt.borrow_mut();
@@ -159,12 +167,23 @@ pub(crate) async fn run(rt: RtRef, sms: Arc<dyn SmsGateway>) {
         let Some((request, mut driver)) = next else {
             return;
         };
+        let is_sync = matches!(request, IoRequest::Sync { .. });
+        let io_started = Instant::now();
         let (driver, request, result) = glommio::executor()
             .spawn_blocking(move || {
                 let result = driver.execute(&request);
                 (driver, request, result)
             })
             .await;
+        let shard_metrics = metrics
+            .as_ref()
+            .and_then(|m| m.shard(rt.borrow().core.shard()));
+        if is_sync {
+            if let Some(m) = shard_metrics {
+                let us = u64::try_from(io_started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                m.fsync_latency_us.record(us);
+            }
+        }
         {
             let mut r = rt.borrow_mut();
             let r = &mut *r;
@@ -188,7 +207,10 @@ pub(crate) async fn run(rt: RtRef, sms: Arc<dyn SmsGateway>) {
                     "SHARD POISONED: log I/O failed; no further acknowledgements; restart to recover"
                 );
                 r.core.poison();
-            } else if let Some(seq) = log.durable_seq() {
+            } else if let Some((seq, batch)) = log.durable_seq() {
+                if let Some(m) = shard_metrics {
+                    m.commit_batch_items.record(batch);
+                }
                 r.core.handle_durable(seq, now_ms());
             }
         }

@@ -311,7 +311,7 @@ async fn shard_main(ctx: ShardCtx) {
         .detach();
     }
     let mesh_task = glommio::spawn_local(mesh_sender(rt.clone(), senders));
-    let log_task = glommio::spawn_local(log::run(rt.clone(), sms.clone()));
+    let log_task = glommio::spawn_local(log::run(rt.clone(), sms.clone(), cfg.metrics.clone()));
 
     let accept_task = {
         let (rt, sms, scratch, tls) = (rt.clone(), sms.clone(), scratch.clone(), cfg.tls.clone());
