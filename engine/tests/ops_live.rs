@@ -93,6 +93,22 @@ fn metrics_endpoint_counts_real_traffic_and_reports_readiness() {
     );
     assert!(metric(&text, "tern_commit_batch_items_count") > 0);
     assert!(metric(&text, "tern_commit_batch_items_sum") >= 5);
+    assert_eq!(metric(&text, "tern_send_ack_latency_seconds_count"), 5);
+    assert_eq!(
+        metric(&text, "tern_send_delivered_latency_seconds_count"),
+        5
+    );
+    // A refused send shows up by its code.
+    a.send_text(15559999999, "nobody there").unwrap();
+    let _ = a.next_event(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, text) = http_get(http, "/metrics");
+    assert!(
+        text.lines().any(|l| l.starts_with("tern_errors_total")
+            && l.contains("code=\"unknown_recipient\"")
+            && l.ends_with(" 1")),
+        "{text}"
+    );
 }
 
 /// A one-shot-per-connection HTTP receiver that hands over each body.

@@ -86,6 +86,8 @@ pub struct StoreReq {
 pub struct StoreResult {
     pub conn: ConnId,
     pub client_msg_id: u64,
+    /// When the origin shard received the operation (for latency).
+    pub sent_at_ms: u64,
     pub outcome: Result<Stored, ErrorCode>,
 }
 

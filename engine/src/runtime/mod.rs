@@ -414,8 +414,25 @@ fn handle_control(
 }
 
 fn publish_metrics(rt: &RtRef, m: &crate::ops::metrics::ShardMetrics, longest: Option<usize>) {
+    // The core's clock has millisecond resolution; the histograms are in µs.
+    let dropped = rt.borrow_mut().core.drain_latency_samples(|kind, ms| {
+        let us = ms.saturating_mul(1_000);
+        match kind {
+            tern_core::shard::LatencyKind::SendToAck => m.send_ack_latency_us.record(us),
+            tern_core::shard::LatencyKind::SendToDelivered => {
+                m.send_delivered_latency_us.record(us);
+            }
+        }
+    });
+    if dropped > 0 {
+        tracing::debug!(dropped, "latency samples dropped at the bound");
+    }
     let r = rt.borrow();
-    m.observe_stats(&r.core.stats());
+    let stats = r.core.stats();
+    m.observe_stats(&stats);
+    for code in tern_wire::ErrorCode::ALL {
+        m.set_error_count(code, stats.errors(code));
+    }
     let to_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     let mesh_queue_depth = r.mesh_out.iter().map(Vec::len).sum::<usize>();
     let prev_longest = m.queue_longest_items.get();

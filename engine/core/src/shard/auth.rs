@@ -136,6 +136,7 @@ impl Shard {
                 key: device_key,
                 generation,
             },
+            now_ms,
         );
         Flow::Continue
     }
@@ -220,6 +221,7 @@ impl Shard {
     }
 
     fn login_error(&mut self, conn: ConnId, code: ErrorCode, message: &str, retry_after_ms: u32) {
+        self.stats.count_error(code);
         self.send_frame(
             conn,
             &Frame::LoginError(LoginError {

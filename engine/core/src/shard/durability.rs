@@ -33,6 +33,7 @@ pub(super) enum Reply {
         conn: ConnId,
         client_msg_id: u64,
         stored: Stored,
+        sent_at_ms: u64,
     },
     /// ServerAck to a connection on another shard, via the mesh.
     RemoteAck {
@@ -40,6 +41,7 @@ pub(super) enum Reply {
         conn: ConnId,
         client_msg_id: u64,
         stored: Stored,
+        sent_at_ms: u64,
     },
     /// The device key of a fresh registration.
     Registered {
@@ -108,9 +110,9 @@ impl Shard {
     }
 
     /// Sends `reply` once record `seq` is durable.
-    pub(super) fn reply_when_durable(&mut self, seq: u64, reply: Reply) {
+    pub(super) fn reply_when_durable(&mut self, seq: u64, reply: Reply, now_ms: u64) {
         if !self.dur.enabled || seq <= self.dur.durable_seq {
-            self.send_reply(reply);
+            self.send_reply(reply, now_ms);
         } else {
             debug_assert!(self
                 .dur
@@ -148,7 +150,7 @@ impl Shard {
                 break;
             }
             if let Some((_, reply)) = self.dur.deferred.pop_front() {
-                self.send_reply(reply);
+                self.send_reply(reply, now_ms);
             }
         }
         users.sort_unstable();
@@ -175,30 +177,26 @@ impl Shard {
         self.dur.appended_seq - self.dur.durable_seq
     }
 
-    fn send_reply(&mut self, reply: Reply) {
+    fn send_reply(&mut self, reply: Reply, now_ms: u64) {
         match reply {
             Reply::Ack {
                 conn,
                 client_msg_id,
                 stored,
-            } => self.send_frame(
-                conn,
-                &Frame::ServerAck {
-                    client_msg_id,
-                    server_msg_id: stored.server_msg_id,
-                    timestamp_ms: stored.timestamp_ms,
-                },
-            ),
+                sent_at_ms,
+            } => self.send_ack_now(conn, client_msg_id, stored, sent_at_ms, now_ms),
             Reply::RemoteAck {
                 shard,
                 conn,
                 client_msg_id,
                 stored,
+                sent_at_ms,
             } => self.actions.push_back(Action::Mesh {
                 to: shard,
                 msg: MeshMsg::StoreResult(StoreResult {
                     conn,
                     client_msg_id,
+                    sent_at_ms,
                     outcome: Ok(stored),
                 }),
             }),

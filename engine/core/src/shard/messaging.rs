@@ -4,6 +4,7 @@
 use tern_wire::{Body, ErrorCode, Frame, ReceiptKind};
 
 use super::durability::Reply;
+use super::LatencyKind;
 use super::Shard;
 use crate::action::Action;
 use crate::body;
@@ -55,7 +56,7 @@ impl Shard {
                 ContentRef::Message(*body),
                 now_ms,
             );
-            self.answer_local(conn, client_msg_id, outcome);
+            self.answer_local(conn, client_msg_id, outcome, now_ms, now_ms);
         } else {
             let req = StoreReq {
                 from,
@@ -98,7 +99,7 @@ impl Shard {
         if home == self.cfg.shard {
             let content = ContentRef::Read { read_client_msg_id };
             let outcome = self.store(reader, client_msg_id, to, now_ms, content, now_ms);
-            self.answer_local(conn, client_msg_id, outcome);
+            self.answer_local(conn, client_msg_id, outcome, now_ms, now_ms);
         } else {
             let req = StoreReq {
                 from: reader,
@@ -132,10 +133,15 @@ impl Shard {
         if let Item::Message {
             from,
             client_msg_id,
+            sent_at_ms,
             ..
         } = item
         {
             self.stats.messages_delivered += 1;
+            self.sample_latency(
+                LatencyKind::SendToDelivered,
+                now_ms.saturating_sub(sent_at_ms),
+            );
             let push = ReceiptPush {
                 to: from,
                 kind: ReceiptKind::Delivered,
@@ -173,7 +179,13 @@ impl Shard {
             now_ms,
         );
         if req.reply.shard == self.cfg.shard {
-            self.answer_local(req.reply.conn, req.client_msg_id, outcome);
+            self.answer_local(
+                req.reply.conn,
+                req.client_msg_id,
+                outcome,
+                req.sent_at_ms,
+                now_ms,
+            );
             return;
         }
         match outcome {
@@ -184,13 +196,16 @@ impl Shard {
                     conn: req.reply.conn,
                     client_msg_id: req.client_msg_id,
                     stored,
+                    sent_at_ms: req.sent_at_ms,
                 },
+                now_ms,
             ),
             Err(code) => self.actions.push_back(Action::Mesh {
                 to: req.reply.shard,
                 msg: MeshMsg::StoreResult(StoreResult {
                     conn: req.reply.conn,
                     client_msg_id: req.client_msg_id,
+                    sent_at_ms: req.sent_at_ms,
                     outcome: Err(code),
                 }),
             }),
@@ -199,9 +214,11 @@ impl Shard {
 
     /// The home shard's answer for a connection here: it already waited
     /// for durability there.
-    pub(super) fn store_result(&mut self, res: StoreResult) {
+    pub(super) fn store_result(&mut self, res: StoreResult, now_ms: u64) {
         match res.outcome {
-            Ok(stored) => self.send_ack_now(res.conn, res.client_msg_id, stored),
+            Ok(stored) => {
+                self.send_ack_now(res.conn, res.client_msg_id, stored, res.sent_at_ms, now_ms);
+            }
             Err(code) => self.answer_error(res.conn, res.client_msg_id, code),
         }
     }
@@ -297,6 +314,8 @@ impl Shard {
         conn: ConnId,
         client_msg_id: u64,
         outcome: Result<(Stored, u64), ErrorCode>,
+        sent_at_ms: u64,
+        now_ms: u64,
     ) {
         match outcome {
             Ok((stored, seq)) => self.reply_when_durable(
@@ -305,13 +324,23 @@ impl Shard {
                     conn,
                     client_msg_id,
                     stored,
+                    sent_at_ms,
                 },
+                now_ms,
             ),
             Err(code) => self.answer_error(conn, client_msg_id, code),
         }
     }
 
-    fn send_ack_now(&mut self, conn: ConnId, client_msg_id: u64, stored: Stored) {
+    pub(super) fn send_ack_now(
+        &mut self,
+        conn: ConnId,
+        client_msg_id: u64,
+        stored: Stored,
+        sent_at_ms: u64,
+        now_ms: u64,
+    ) {
+        self.sample_latency(LatencyKind::SendToAck, now_ms.saturating_sub(sent_at_ms));
         self.send_frame(
             conn,
             &Frame::ServerAck {

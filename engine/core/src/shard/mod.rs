@@ -87,7 +87,46 @@ pub struct ShardStats {
     pub frames_rejected: u64,
     pub migrations_out: u64,
     pub slow_consumers: u64,
+    /// Error and LoginError frames sent, by code (index into
+    /// `ErrorCode::ALL`).
+    pub errors_by_code: [u64; ErrorCode::ALL.len()],
 }
+
+impl ShardStats {
+    pub(crate) fn count_error(&mut self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            if let Some(n) = self.errors_by_code.get_mut(i) {
+                *n += 1;
+            }
+        }
+    }
+
+    /// Errors sent with `code` so far.
+    pub fn errors(&self, code: ErrorCode) -> u64 {
+        ErrorCode::ALL
+            .iter()
+            .position(|c| *c == code)
+            .and_then(|i| self.errors_by_code.get(i).copied())
+            .unwrap_or(0)
+    }
+}
+
+/// What a latency sample measures. Resolution is the clock the core is
+/// given: milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatencyKind {
+    /// A Send (or MarkRead) arriving at the sender's shard until its
+    /// ServerAck is queued: store on the recipient's home shard, fsync,
+    /// answer back.
+    SendToAck,
+    /// A message arriving at the sender's shard until the recipient's
+    /// device acknowledged it.
+    SendToDelivered,
+}
+
+/// Latency samples kept between two runtime ticks; more are dropped (and
+/// counted) rather than buffered without bound.
+pub const LATENCY_SAMPLES_MAX: usize = 65_536;
 
 /// One shard's sans-IO core.
 #[derive(Debug)]
@@ -114,6 +153,8 @@ pub struct Shard {
     dur: durability::Durability,
     /// Highest id sequence seen during replay.
     recovered_seq_max: u64,
+    latency_samples: Vec<(LatencyKind, u64)>,
+    latency_samples_dropped: u64,
 }
 
 impl Shard {
@@ -149,6 +190,8 @@ impl Shard {
             shutting_down: false,
             dur: durability::Durability::new(cfg.durable),
             recovered_seq_max: 0,
+            latency_samples: Vec::new(),
+            latency_samples_dropped: 0,
             cfg,
         }
     }
@@ -298,8 +341,26 @@ impl Shard {
     pub fn handle_mesh(&mut self, msg: MeshMsg, now_ms: u64) {
         match msg {
             MeshMsg::Store(req) => self.store_remote(*req, now_ms),
-            MeshMsg::StoreResult(res) => self.store_result(res),
+            MeshMsg::StoreResult(res) => self.store_result(res, now_ms),
             MeshMsg::Receipt(push) => self.push_receipt(push, now_ms),
+        }
+    }
+
+    /// Hands the latency samples (milliseconds) gathered since the last
+    /// call to `f` and forgets them. Returns how many were dropped at the
+    /// bound since the last call.
+    pub fn drain_latency_samples(&mut self, mut f: impl FnMut(LatencyKind, u64)) -> u64 {
+        for (kind, ms) in self.latency_samples.drain(..) {
+            f(kind, ms);
+        }
+        std::mem::take(&mut self.latency_samples_dropped)
+    }
+
+    fn sample_latency(&mut self, kind: LatencyKind, ms: u64) {
+        if self.latency_samples.len() < LATENCY_SAMPLES_MAX {
+            self.latency_samples.push((kind, ms));
+        } else {
+            self.latency_samples_dropped += 1;
         }
     }
 
@@ -398,6 +459,7 @@ impl Shard {
                 fatal,
             }),
         );
+        self.stats.count_error(code);
         if fatal {
             self.stats.frames_rejected += 1;
             self.close(conn);

@@ -1204,3 +1204,45 @@ fn a_poisoned_shard_refuses_new_messages_and_never_acks_the_unsynced() {
         "message 1 is never acknowledged"
     );
 }
+
+#[test]
+fn latency_samples_and_error_counts_are_kept_for_the_metrics() {
+    let mut net = Net::new(2, Limits::default());
+    let (alice, bob) = phones_on_different_shards(2);
+    let ka = net.register(&alice);
+    let kb = net.register(&bob);
+    let (a, _) = net.login(uid(&alice), ka);
+    let (b, _) = net.login(uid(&bob), kb);
+    net.auto_sync = false;
+    net.text(a, 1, uid(&bob), "timed");
+    net.now += 7;
+    let bob_home = home_shard(UserId(uid(&bob)), 2) as usize;
+    net.sync(bob_home);
+    let got = net.take(b);
+    let [Got::Deliver { id, .. }] = got.as_slice() else {
+        panic!("{got:?}")
+    };
+    net.now += 5;
+    net.send(b, &Frame::DeliverAck { id: *id });
+    let mut samples = Vec::new();
+    for s in &mut net.shards {
+        assert_eq!(s.drain_latency_samples(|k, ms| samples.push((k, ms))), 0);
+    }
+    samples.sort_by_key(|(_, ms)| *ms);
+    assert_eq!(
+        samples,
+        vec![
+            (LatencyKind::SendToAck, 7),
+            (LatencyKind::SendToDelivered, 12)
+        ]
+    );
+    // An error sent to a client is counted by code.
+    net.text(a, 2, 15559999999, "nobody");
+    let alice_home = home_shard(UserId(uid(&alice)), 2) as usize;
+    assert_eq!(
+        net.shards[alice_home]
+            .stats()
+            .errors(ErrorCode::UnknownRecipient),
+        1
+    );
+}
