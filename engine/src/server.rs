@@ -77,6 +77,10 @@ pub struct ServeOptions {
     pub durability: tern_log::Durability,
     /// Cut a corrupt log at the damage instead of refusing to start.
     pub repair_log: bool,
+    /// Log segment size, group-commit batch and pending bounds.
+    pub log_segment_bytes_max: u32,
+    pub log_batch_bytes_max: usize,
+    pub log_pending_bytes_max: usize,
     pub ops: OpsOptions,
 }
 
@@ -95,6 +99,9 @@ impl Default for ServeOptions {
             shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
             durability: tern_log::Durability::Fsync,
             repair_log: false,
+            log_segment_bytes_max: tern_log::writer::SEGMENT_BYTES_MAX_DEFAULT,
+            log_batch_bytes_max: tern_log::writer::BATCH_BYTES_MAX_DEFAULT,
+            log_pending_bytes_max: tern_log::writer::PENDING_BYTES_MAX_DEFAULT,
             ops: OpsOptions::default(),
         }
     }
@@ -171,6 +178,15 @@ pub fn serve(opts: ServeOptions) -> Result<Started, EngineError> {
     };
     let pin_cores = opts.pin_cores.unwrap_or(usize::from(shards) <= cores);
     check_shard_count(&opts.data_dir, shards)?;
+    let log_writer = tern_log::WriterOptions {
+        durability: opts.durability,
+        segment_bytes_max: opts.log_segment_bytes_max,
+        batch_bytes_max: opts.log_batch_bytes_max,
+        pending_bytes_max: opts.log_pending_bytes_max,
+    };
+    log_writer
+        .validate()
+        .map_err(|e| EngineError::Config(format!("log: {e}")))?;
     if opts.durability == tern_log::Durability::UnsafeNoFsync {
         tracing::warn!(
             "UNSAFE: durability = unsafe-no-fsync: ServerAck is sent before fdatasync. \
@@ -234,10 +250,7 @@ pub fn serve(opts: ServeOptions) -> Result<Started, EngineError> {
         shutdown_grace_ms: opts.shutdown_grace_ms,
         data_dir: opts.data_dir.clone(),
         log: tern_log::LogOptions {
-            writer: tern_log::WriterOptions {
-                durability: opts.durability,
-                ..tern_log::WriterOptions::default()
-            },
+            writer: log_writer,
             repair: opts.repair_log,
             ..tern_log::LogOptions::default()
         },

@@ -163,11 +163,29 @@ impl From<DurabilityConfig> for tern_log::Durability {
 }
 
 /// `[log]`: the shards' message logs.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// When a message counts as stored.
     pub durability: DurabilityConfig,
+    /// Size of one segment file.
+    pub segment_bytes_max: u32,
+    /// Most bytes in one write + fdatasync (one group commit).
+    pub batch_bytes_max: usize,
+    /// Most appended bytes not yet durable before the shard refuses more.
+    pub pending_bytes_max: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        let w = tern_log::WriterOptions::default();
+        Self {
+            durability: DurabilityConfig::default(),
+            segment_bytes_max: w.segment_bytes_max,
+            batch_bytes_max: w.batch_bytes_max,
+            pending_bytes_max: w.pending_bytes_max,
+        }
+    }
 }
 
 /// `[ops]`: the operations HTTP endpoint and the admin socket.
@@ -282,6 +300,9 @@ impl Default for Config {
             sms: SmsConfig::default(),
             log: LogConfig {
                 durability: serve.durability.into(),
+                segment_bytes_max: serve.log_segment_bytes_max,
+                batch_bytes_max: serve.log_batch_bytes_max,
+                pending_bytes_max: serve.log_pending_bytes_max,
             },
             limits: LimitsConfig::from(&serve.limits),
             ops: OpsConfig::default(),
@@ -631,6 +652,9 @@ impl Config {
             limits: self.limits.to_limits(),
             shutdown_grace_ms: self.shutdown_grace_ms,
             durability: self.log.durability.into(),
+            log_segment_bytes_max: self.log.segment_bytes_max,
+            log_batch_bytes_max: self.log.batch_bytes_max,
+            log_pending_bytes_max: self.log.pending_bytes_max,
             // `repair_log` is a one-off start-up action, not configuration:
             // the caller sets it from its `--repair-log` flag.
             ..ServeOptions::default()

@@ -269,6 +269,7 @@ async fn shard_main(ctx: ShardCtx) {
     };
     let rt: RtRef = Rc::new(RefCell::new(ShardRt::new(core, shards)));
     rt.borrow_mut().log = Some(log);
+    rt.borrow_mut().metrics = cfg.metrics.clone();
     let scratch = Rc::new(RefCell::new(Scratch::new()));
     let sms = cfg.sms.clone();
 

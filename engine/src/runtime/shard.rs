@@ -47,6 +47,8 @@ pub(crate) struct ShardRt {
     pub(crate) stopping: bool,
     /// The shard's log; `None` only in tests of the runtime without disk.
     pub(crate) log: Option<super::log::ShardLog>,
+    /// Where SMS failures are counted by reason.
+    pub(crate) metrics: Option<Arc<crate::ops::metrics::Metrics>>,
 }
 
 pub(crate) type RtRef = Rc<RefCell<ShardRt>>;
@@ -61,6 +63,7 @@ impl ShardRt {
             mesh_waker: None,
             stopping: false,
             log: None,
+            metrics: None,
         }
     }
 
@@ -142,6 +145,10 @@ fn spawn_sms(rt: RtRef, sms: Arc<dyn SmsGateway>, job: SmsJob) {
             .await;
         if let Err(e) = &result {
             tracing::warn!(gateway = sms.name(), error = %e, "SMS gateway failed");
+            let r = rt.borrow();
+            if let Some(m) = r.metrics.as_ref().and_then(|m| m.shard(r.core.shard())) {
+                m.record_pin_failed(crate::ops::metrics::PinFailure::of(e));
+            }
         }
         rt.borrow_mut()
             .core
