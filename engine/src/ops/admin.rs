@@ -83,8 +83,8 @@ pub enum Request {
         /// The user's phone number (`+15551234567`) or numeric id.
         user: String,
     },
-    /// Stop accepting connections and tell connected clients to move to
-    /// another server. Readiness goes false.
+    /// Stop accepting connections; readiness goes false so load
+    /// balancers send new clients elsewhere. Connected clients stay.
     Drain,
     /// Re-read the config file and apply what can change live.
     Reload,
@@ -162,7 +162,7 @@ pub struct KickReply {
 pub struct DrainReply {
     /// A drain was already under way.
     pub already_draining: bool,
-    /// Connections told to move away.
+    /// Connections still open when draining began.
     pub connections: u64,
 }
 

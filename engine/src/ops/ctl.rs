@@ -48,7 +48,8 @@ pub enum CtlCmd {
         /// `+15551234567`.
         user: String,
     },
-    /// Stop accepting connections and tell clients to move away.
+    /// Stop accepting connections; /readyz turns 503. Connected clients
+    /// stay until they leave.
     Drain,
     /// Re-read the config file; apply what can change live.
     Reload,
@@ -211,7 +212,7 @@ pub fn format_reply(reply: &Reply) -> String {
             } else {
                 let _ = writeln!(
                     out,
-                    "draining: not accepting connections; {} client(s) told to move away",
+                    "draining: not accepting connections; {} client(s) still connected",
                     d.connections
                 );
             }
