@@ -22,6 +22,18 @@ enum ContentRef<'a> {
     Read { read_client_msg_id: u64 },
 }
 
+impl ContentRef<'_> {
+    /// The owned form, for the trip to another shard.
+    fn to_owned(&self) -> StoreContent {
+        match self {
+            Self::Message(body) => StoreContent::Message(OwnedBody::from_body(body)),
+            Self::Read { read_client_msg_id } => StoreContent::Read {
+                read_client_msg_id: *read_client_msg_id,
+            },
+        }
+    }
+}
+
 impl Shard {
     pub(super) fn on_send(
         &mut self,
@@ -36,44 +48,8 @@ impl Shard {
             self.send_error(conn, e.code(), &e.to_string(), client_msg_id, false);
             return;
         }
-        let Ok(to) = UserId::from_wire(to) else {
-            self.send_error(
-                conn,
-                ErrorCode::UnknownRecipient,
-                "no such user",
-                client_msg_id,
-                false,
-            );
-            return;
-        };
-        let home = self.home_of(to);
-        if home == self.cfg.shard {
-            let outcome = self.store(
-                from,
-                client_msg_id,
-                to,
-                now_ms,
-                ContentRef::Message(*body),
-                now_ms,
-            );
-            self.answer_local(conn, client_msg_id, outcome, now_ms, now_ms);
-        } else {
-            let req = StoreReq {
-                from,
-                client_msg_id,
-                to,
-                sent_at_ms: now_ms,
-                reply: ConnRef {
-                    shard: self.cfg.shard,
-                    conn,
-                },
-                content: StoreContent::Message(OwnedBody::from_body(body)),
-            };
-            self.actions.push_back(Action::Mesh {
-                to: home,
-                msg: MeshMsg::Store(Box::new(req)),
-            });
-        }
+        let content = ContentRef::Message(*body);
+        self.submit(conn, from, client_msg_id, to, content, now_ms);
     }
 
     pub(super) fn on_mark_read(
@@ -85,38 +61,47 @@ impl Shard {
         read_client_msg_id: u64,
         now_ms: u64,
     ) {
+        let content = ContentRef::Read { read_client_msg_id };
+        self.submit(conn, reader, client_msg_id, to, content, now_ms);
+    }
+
+    /// Routes a client operation to the recipient's home shard: stored
+    /// here when that is this shard, else sent over the mesh (owned) with
+    /// the connection to answer.
+    fn submit(
+        &mut self,
+        conn: ConnId,
+        from: UserId,
+        client_msg_id: u64,
+        to: u64,
+        content: ContentRef<'_>,
+        now_ms: u64,
+    ) {
         let Ok(to) = UserId::from_wire(to) else {
-            self.send_error(
-                conn,
-                ErrorCode::UnknownRecipient,
-                "no such user",
-                client_msg_id,
-                false,
-            );
+            self.answer_error(conn, client_msg_id, ErrorCode::UnknownRecipient);
             return;
         };
         let home = self.home_of(to);
         if home == self.cfg.shard {
-            let content = ContentRef::Read { read_client_msg_id };
-            let outcome = self.store(reader, client_msg_id, to, now_ms, content, now_ms);
+            let outcome = self.store(from, client_msg_id, to, now_ms, content, now_ms);
             self.answer_local(conn, client_msg_id, outcome, now_ms, now_ms);
-        } else {
-            let req = StoreReq {
-                from: reader,
-                client_msg_id,
-                to,
-                sent_at_ms: now_ms,
-                reply: ConnRef {
-                    shard: self.cfg.shard,
-                    conn,
-                },
-                content: StoreContent::Read { read_client_msg_id },
-            };
-            self.actions.push_back(Action::Mesh {
-                to: home,
-                msg: MeshMsg::Store(Box::new(req)),
-            });
+            return;
         }
+        let req = StoreReq {
+            from,
+            client_msg_id,
+            to,
+            sent_at_ms: now_ms,
+            reply: ConnRef {
+                shard: self.cfg.shard,
+                conn,
+            },
+            content: content.to_owned(),
+        };
+        self.actions.push_back(Action::Mesh {
+            to: home,
+            msg: MeshMsg::Store(Box::new(req)),
+        });
     }
 
     pub(super) fn on_deliver_ack(&mut self, conn: ConnId, user: UserId, id: u64, now_ms: u64) {
