@@ -240,6 +240,7 @@ pub fn serve(opts: ServeOptions) -> Result<Started, EngineError> {
     let shard_cfg = ShardConfig::new(0, shards, opts.limits.clone());
     let metrics = crate::ops::metrics::Metrics::new(shards);
     let (control_tx, control_rx) = runtime::control::channels(usize::from(shards));
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handle = runtime::start(RuntimeConfig {
         listen: opts.listen,
         shards,
@@ -256,8 +257,10 @@ pub fn serve(opts: ServeOptions) -> Result<Started, EngineError> {
         },
         metrics: Some(metrics.clone()),
         control: control_rx,
+        ready: ready.clone(),
     })?;
-    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // Every shard has recovered and listens.
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
     let OpsOptions {
         http_listen,
         admin_socket,

@@ -142,6 +142,7 @@ pub(crate) async fn run(
     rt: RtRef,
     sms: Arc<dyn SmsGateway>,
     metrics: Option<Arc<crate::ops::metrics::Metrics>>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
 ) {
     loop {
         let next = poll_fn(|cx| {
@@ -207,6 +208,8 @@ pub(crate) async fn run(
                     "SHARD POISONED: log I/O failed; no further acknowledgements; restart to recover"
                 );
                 r.core.poison();
+                // Not ready: the shard can no longer store anything.
+                ready.store(false, std::sync::atomic::Ordering::SeqCst);
             } else if let Some((seq, batch)) = log.durable_seq() {
                 if let Some(m) = shard_metrics {
                     m.commit_batch_items.record(batch);

@@ -50,6 +50,8 @@ pub struct RuntimeConfig {
     pub metrics: Option<Arc<crate::ops::metrics::Metrics>>,
     /// Operator commands, one receiver per shard.
     pub control: Vec<crossbeam_channel::Receiver<control::Control>>,
+    /// Readiness (/readyz): a shard whose log fails turns it false.
+    pub ready: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RuntimeConfig {
@@ -312,7 +314,12 @@ async fn shard_main(ctx: ShardCtx) {
         .detach();
     }
     let mesh_task = glommio::spawn_local(mesh_sender(rt.clone(), senders));
-    let log_task = glommio::spawn_local(log::run(rt.clone(), sms.clone(), cfg.metrics.clone()));
+    let log_task = glommio::spawn_local(log::run(
+        rt.clone(),
+        sms.clone(),
+        cfg.metrics.clone(),
+        cfg.ready.clone(),
+    ));
 
     let accept_task = {
         let (rt, sms, scratch, tls) = (rt.clone(), sms.clone(), scratch.clone(), cfg.tls.clone());
