@@ -1,6 +1,8 @@
 //! Frame encode, split + verify + decode, for the hot frames of a message
 //! cycle (Send, Deliver, DeliverAck, Receipt).
 
+use std::time::Duration;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use tern_wire::{framing, Body, Encoder, Frame, Limits, ReceiptKind};
 
@@ -79,5 +81,16 @@ fn bench_decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_encode, bench_decode);
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_encode, bench_decode
+}
 criterion_main!(benches);
