@@ -68,6 +68,31 @@ struct Ctx<'a> {
     page: Option<u64>,
 }
 
+/// A sysctl that must be at least `need`; the fix sets it to `set`, and an
+/// unreadable value also gets the command to read it by hand.
+fn sysctl_at_least(
+    name: &'static str,
+    text: Option<&str>,
+    need: u64,
+    set: u64,
+    why: &str,
+) -> Finding {
+    let (have, current) = show_u64(text);
+    let status = at_least(have, need);
+    let mut fixes = vec![Fix::new(FixKind::Sysctl, format!("{name} = {set}"))];
+    if status == Status::Unknown {
+        fixes.push(manual_read(name));
+    }
+    finding(
+        name,
+        status,
+        current,
+        format!("≥ {}", grouped(need)),
+        why.to_owned(),
+        fixes,
+    )
+}
+
 fn finding(
     name: &'static str,
     status: Status,
@@ -229,46 +254,24 @@ impl Ctx<'_> {
     }
 
     fn nr_open(&self) -> Finding {
-        let need = self.sizing.fds_required;
-        let (have, current) = show_u64(self.snap.nr_open.as_deref());
-        let status = at_least(have, need);
-        let mut fixes = vec![Fix::new(
-            FixKind::Sysctl,
-            format!("fs.nr_open = {}", self.nofile_rec()),
-        )];
-        if status == Status::Unknown {
-            fixes.push(manual_read("fs.nr_open"));
-        }
-        finding(
+        sysctl_at_least(
             "fs.nr_open",
-            status,
-            current,
-            format!("≥ {}", grouped(need)),
-            "ceiling for RLIMIT_NOFILE: LimitNOFILE= and ulimit -n cannot go above it".to_owned(),
-            fixes,
+            self.snap.nr_open.as_deref(),
+            self.sizing.fds_required,
+            self.nofile_rec(),
+            "ceiling for RLIMIT_NOFILE: LimitNOFILE= and ulimit -n cannot go above it",
         )
     }
 
     fn file_max(&self) -> Finding {
         let need = self.sizing.file_max_required;
-        let (have, current) = show_u64(self.snap.file_max.as_deref());
-        let status = at_least(have, need);
-        let mut fixes = vec![Fix::new(
-            FixKind::Sysctl,
-            format!("fs.file-max = {}", next_pow2(need)),
-        )];
-        if status == Status::Unknown {
-            fixes.push(manual_read("fs.file-max"));
-        }
-        finding(
+        sysctl_at_least(
             "fs.file-max",
-            status,
-            current,
-            format!("≥ {}", grouped(need)),
+            self.snap.file_max.as_deref(),
+            need,
+            next_pow2(need),
             "open files of the whole system: the server's plus room for everything else (a load \
-             generator on the same machine needs as many again)"
-                .to_owned(),
-            fixes,
+             generator on the same machine needs as many again)",
         )
     }
 
@@ -304,23 +307,7 @@ impl Ctx<'_> {
 
     fn listen_queue(&self, name: &'static str, text: Option<&str>, why: &str) -> Finding {
         let need = self.sizing.listen_backlog_required;
-        let (have, current) = show_u64(text);
-        let status = at_least(have, need);
-        let mut fixes = vec![Fix::new(
-            FixKind::Sysctl,
-            format!("{name} = {}", need.max(LISTEN_QUEUE_RECOMMENDED)),
-        )];
-        if status == Status::Unknown {
-            fixes.push(manual_read(name));
-        }
-        finding(
-            name,
-            status,
-            current,
-            format!("≥ {}", grouped(need)),
-            why.to_owned(),
-            fixes,
-        )
+        sysctl_at_least(name, text, need, need.max(LISTEN_QUEUE_RECOMMENDED), why)
     }
 
     fn somaxconn(&self) -> Finding {
@@ -503,45 +490,27 @@ impl Ctx<'_> {
     }
 
     fn netdev_backlog(&self) -> Finding {
-        let name = "net.core.netdev_max_backlog";
         let need = self.sizing.netdev_max_backlog_required;
-        let (have, current) = show_u64(self.snap.netdev_max_backlog.as_deref());
-        let status = at_least(have, need);
-        let mut fixes = vec![Fix::new(FixKind::Sysctl, format!("{name} = {need}"))];
-        if status == Status::Unknown {
-            fixes.push(manual_read(name));
-        }
-        finding(
-            name,
-            status,
-            current,
-            format!("≥ {}", grouped(need)),
+        sysctl_at_least(
+            "net.core.netdev_max_backlog",
+            self.snap.netdev_max_backlog.as_deref(),
+            need,
+            need,
             "per-CPU queue of received packets (loopback too) before TCP takes them; a burst \
              such as a message fanned out to many recipients overflows a short one and drops \
-             packets (column 2 of /proc/net/softnet_stat)"
-                .to_owned(),
-            fixes,
+             packets (column 2 of /proc/net/softnet_stat)",
         )
     }
 
     fn max_map_count(&self) -> Finding {
-        let name = "vm.max_map_count";
         let need = self.sizing.max_map_count_required;
-        let (have, current) = show_u64(self.snap.max_map_count.as_deref());
-        let status = at_least(have, need);
-        let mut fixes = vec![Fix::new(FixKind::Sysctl, format!("{name} = {need}"))];
-        if status == Status::Unknown {
-            fixes.push(manual_read(name));
-        }
-        finding(
-            name,
-            status,
-            current,
-            format!("≥ {}", grouped(need)),
+        sysctl_at_least(
+            "vm.max_map_count",
+            self.snap.max_map_count.as_deref(),
+            need,
+            need,
             "memory mappings per process; the heap for the sessions needs at most one per \
-             128 KiB, and past the limit allocations fail"
-                .to_owned(),
-            fixes,
+             128 KiB, and past the limit allocations fail",
         )
     }
 
