@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::segments::Lsn;
 use crate::writer::RequestId;
 
 /// Everything that can go wrong in the log.
@@ -39,11 +40,20 @@ pub enum LogError {
         offset: u32,
         reason: CorruptReason,
     },
-    /// A file operation outside the writer (open, recovery, truncation) failed.
+    /// A file operation outside the writer (open, recovery, truncation,
+    /// reading) failed.
     Io {
         op: FileOp,
         path: PathBuf,
         failure: IoFailure,
+    },
+    /// `SegmentReader` found no valid record at `lsn` (`read`), or a damaged
+    /// one in a sealed segment (`scan`). `file` is the segment path. Unlike
+    /// `Corrupt` this is not a start-up verdict: the log stays open.
+    Unreadable {
+        file: PathBuf,
+        lsn: Lsn,
+        reason: UnreadableReason,
     },
 }
 
@@ -79,6 +89,8 @@ pub enum InvalidOptions {
     SegmentsNotAscending { segment: u32 },
     /// `torn_bytes_max` must hold at least one whole record.
     TornWindowTooSmall { torn_bytes_max: usize },
+    /// A `SegmentReader` must be allowed at least one open file.
+    ReaderFdsTooFew { fds_max: usize },
 }
 
 /// What is wrong with the bytes at a given offset.
@@ -96,6 +108,25 @@ pub enum CorruptReason {
         frame_bytes: u64,
         segment_bytes: u64,
     },
+}
+
+/// Why `SegmentReader` returned no record.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnreadableReason {
+    /// The bytes there fail the same checks recovery makes.
+    Corrupt(CorruptReason),
+    /// The segment file ends before the record at this offset does: the
+    /// position is past the end, or the file was cut short.
+    PastEnd {
+        frame_bytes: u64,
+        segment_bytes: u64,
+    },
+    /// Zero bytes where a header should be: preallocated or padding space
+    /// where no record was ever written.
+    NoRecord,
+    /// The file is larger than a segment can be (offsets are `u32`).
+    SegmentTooLarge { segment_bytes: u64 },
 }
 
 /// Why `delete_segment` refused.
@@ -198,6 +229,26 @@ impl fmt::Display for CorruptReason {
     }
 }
 
+impl fmt::Display for UnreadableReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Corrupt(reason) => reason.fmt(f),
+            Self::PastEnd {
+                frame_bytes,
+                segment_bytes,
+            } => write!(
+                f,
+                "{frame_bytes} bytes of record do not fit before the end of the segment ({segment_bytes} bytes)"
+            ),
+            Self::NoRecord => f.write_str("zero bytes, no record was written there"),
+            Self::SegmentTooLarge { segment_bytes } => write!(
+                f,
+                "segment of {segment_bytes} bytes is larger than any segment can be"
+            ),
+        }
+    }
+}
+
 impl fmt::Display for LogError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -246,6 +297,12 @@ impl fmt::Display for LogError {
             Self::Io { op, path, failure } => {
                 write!(f, "log {op:?} failed on {}: {failure}", path.display())
             }
+            Self::Unreadable { file, lsn, reason } => write!(
+                f,
+                "no valid log record {lsn} in {} at offset {}: {reason}",
+                file.display(),
+                lsn.offset
+            ),
         }
     }
 }

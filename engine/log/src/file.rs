@@ -44,7 +44,7 @@ pub struct FileDriver {
     preallocation: Preallocation,
 }
 
-fn io_error(op: FileOp, path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+pub(crate) fn io_error(op: FileOp, path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
     move |error| LogError::Io {
         op,
         path: path.to_path_buf(),
