@@ -261,7 +261,7 @@ fn main() {
     {
         let home = usize::from(home_shard(u, shards_n));
         shards[home]
-            .replay(account_record(u))
+            .replay(account_record(u), 1)
             .expect("replay account");
     }
     phases.push(Phase {
@@ -310,8 +310,10 @@ fn main() {
                 body: body.into_boxed_slice(),
             },
         };
+        // Restored spilled, as after a restart: the body stays in the log
+        // at this (simulated, non-zero) position.
         shards[usize::from(home)]
-            .replay(record)
+            .replay(record, k + 1)
             .expect("replay item");
     }
     phases.push(Phase {

@@ -386,7 +386,7 @@ impl LoginState {
         for i in 0..LOGIN_USERS {
             let user = UserId(USER_ID_FIRST + i);
             shard
-                .replay(account_record(user))
+                .replay(account_record(user), 1)
                 .map_err(|e| HarnessError(format!("replay account: {e:?}")))?;
             let mut bytes = Vec::new();
             for frame in [
@@ -513,8 +513,9 @@ impl ReplayState {
             };
             let record = Record::decode(record.kind, record.payload)
                 .map_err(|e| HarnessError(format!("record decode: {e}")))?;
+            // Any non-zero position: the workload never reads bodies back.
             self.shard
-                .replay(record)
+                .replay(record, 1 + sum)
                 .map_err(|e| HarnessError(format!("replay: {e:?}")))?;
             sum = sum.wrapping_add(len as u64);
         }

@@ -256,6 +256,22 @@ impl AccountTable {
         self.accounts.get(&user).map(|a| a.generation)
     }
 
+    /// True when `event` is exactly the account's current state (same
+    /// generation and key): replaying it changes nothing (a copy made by
+    /// log reclaim), and it is the record reclaim must keep.
+    pub fn is_current(&self, event: &AccountEvent) -> bool {
+        match *event {
+            AccountEvent::Registered {
+                user,
+                generation,
+                key_hash,
+            } => self
+                .accounts
+                .get(&user)
+                .is_some_and(|a| a.generation == generation && a.key_hash == key_hash),
+        }
+    }
+
     /// True when `user` is registered here.
     pub fn contains(&self, user: UserId) -> bool {
         self.accounts.contains_key(&user)

@@ -3,6 +3,7 @@
 use crate::conn::{ConnId, MigrationState};
 use crate::mesh::MeshMsg;
 use crate::record::Record;
+use crate::user::UserId;
 
 /// A PIN to send by SMS; the runtime answers with
 /// `Shard::handle_sms_result(job, ..)`.
@@ -37,4 +38,12 @@ pub enum Action {
     /// `Shard::handle_durable(seq)` once it (and all before it) is synced.
     /// Only in durable mode.
     Append { seq: u64, record: Record },
+    /// Read back the item records at `items` (`(id, log position)`) of
+    /// `user`'s queue, whose bodies were left on disk; answer with
+    /// `Shard::handle_fetched(user, ..)` or `Shard::handle_fetch_failed`.
+    /// Only in durable mode.
+    Fetch {
+        user: UserId,
+        items: Vec<(u64, u64)>,
+    },
 }

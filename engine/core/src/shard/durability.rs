@@ -25,6 +25,17 @@ use crate::mesh::{MeshMsg, StoreResult, Stored};
 use crate::record::Record;
 use crate::user::UserId;
 
+/// Log bytes of an item record besides its body (log header, recipient,
+/// dedup key, fields): an upper bound, for `live_log_bytes`.
+const ITEM_RECORD_OVERHEAD_BYTES: u64 = 96;
+/// Log bytes of an account record (header, user, generation, key hash).
+const ACCOUNT_RECORD_BYTES: u64 = 80;
+
+/// Most queue entries one fetch looks at: it reads back at most this many
+/// records, so one user's backlog costs at most this many loaded bodies
+/// beyond what the delivery window holds.
+pub(super) const FETCH_SCAN_MAX: usize = 64;
+
 /// An answer held back until the records before it are durable.
 #[derive(Debug)]
 pub(super) enum Reply {
@@ -62,11 +73,15 @@ pub(super) struct Durability {
     /// Every inbox item with an id up to this one is durable (ids are
     /// allocated in append order).
     pub(super) durable_id: u64,
-    /// Stored items not yet durable: (seq, id, recipient).
-    pending_items: VecDeque<(u64, u64, UserId)>,
+    /// Stored items not yet durable: (seq, id, recipient, log position
+    /// once the runtime reports it with `note_location`, else 0).
+    pending_items: VecDeque<(u64, u64, UserId, u64)>,
     deferred: VecDeque<(u64, Reply)>,
     /// The log failed a write or sync: nothing more is acknowledged.
     pub(super) poisoned: bool,
+    /// The log has more bytes waiting for disk than it should take: new
+    /// stores are refused (ShardUnavailable) until it drains.
+    pub(super) backpressure: bool,
 }
 
 impl Durability {
@@ -88,7 +103,7 @@ impl Shard {
         self.dur.appended_seq += 1;
         let seq = self.dur.appended_seq;
         if let Record::ItemStored { to, item, .. } = &record {
-            self.dur.pending_items.push_back((seq, item.id(), *to));
+            self.dur.pending_items.push_back((seq, item.id(), *to, 0));
         }
         self.actions.push_back(Action::Append { seq, record });
         seq
@@ -135,12 +150,20 @@ impl Shard {
         }
         self.dur.durable_seq = seq;
         let mut users = Vec::new();
-        while let Some(&(s, id, user)) = self.dur.pending_items.front() {
+        while let Some(&(s, id, user, loc)) = self.dur.pending_items.front() {
             if s > seq {
                 break;
             }
             self.dur.pending_items.pop_front();
             self.dur.durable_id = id;
+            if !self.online.contains_key(&user) {
+                // Nobody to stream it to: keep only where its record is.
+                // It is read back when the device comes for it.
+                if loc != 0 {
+                    self.inboxes.spill(user, id, loc);
+                }
+                continue;
+            }
             if users.last() != Some(&user) {
                 users.push(user);
             }
@@ -158,6 +181,51 @@ impl Shard {
         for user in users {
             self.pump(user, now_ms);
         }
+    }
+
+    /// The runtime appended record `seq` (the last `Action::Append`) at log
+    /// position `loc` (packed, never 0). Lets a stored item leave memory
+    /// once durable while its user is offline.
+    pub fn note_location(&mut self, seq: u64, loc: u64) {
+        debug_assert!(loc != 0, "log positions start after 0");
+        if let Some(back) = self.dur.pending_items.back_mut() {
+            if back.0 == seq {
+                back.3 = loc;
+            }
+        }
+    }
+
+    /// The runtime's log has more appended bytes waiting for disk than its
+    /// high-water mark (`true`), or has drained below the low-water mark
+    /// again (`false`). While set, new stores are refused with
+    /// `ShardUnavailable`: the client retries later, nothing is lost, and
+    /// the shard is not poisoned for a disk that is merely slow.
+    pub fn set_log_backpressure(&mut self, on: bool) {
+        self.dur.backpressure = on;
+    }
+
+    pub fn log_backpressure(&self) -> bool {
+        self.dur.backpressure
+    }
+
+    /// The runtime read back the items a `Action::Fetch` for `user` asked
+    /// for (in any order; an item acked meanwhile is ignored), and streams
+    /// what the device can take.
+    pub fn handle_fetched(&mut self, user: UserId, items: Vec<Item>, now_ms: u64) {
+        for item in items {
+            self.inboxes.load(user, item);
+        }
+        self.inboxes.fetch_done(user);
+        self.pump(user, now_ms);
+    }
+
+    /// The runtime could not read back records of `user`'s queue. A disk
+    /// that loses durable records is not trusted further: the shard is
+    /// poisoned (stores nothing new). The user's fetch stays marked
+    /// running, so a broken record is not re-read in a loop.
+    pub fn handle_fetch_failed(&mut self, user: UserId) {
+        let _ = user;
+        self.dur.poisoned = true;
     }
 
     /// The runtime's log failed a write or fsync. From now on this shard
@@ -219,8 +287,12 @@ impl Shard {
     // ---- recovery ------------------------------------------------------------
 
     /// Applies one record read back from the log at start-up, before any
-    /// connection exists. Replay and live use share the same tables.
-    pub fn replay(&mut self, record: Record) -> Result<(), ErrorCode> {
+    /// connection exists; `loc` is where it lies in the log (packed, never
+    /// 0). Replay and live use share the same tables. Message bodies are
+    /// left on disk (restored spilled). Copies left by reclaim's
+    /// copy-forward are harmless: an item already queued is restored once,
+    /// an account event equal to the current state is ignored.
+    pub fn replay(&mut self, record: Record, loc: u64) -> Result<(), ErrorCode> {
         match record {
             Record::ItemStored { to, dedup, item } => {
                 let id = item.id();
@@ -228,20 +300,65 @@ impl Shard {
                     self.recovered_seq_max = self.recovered_seq_max.max(ids::seq_of(id));
                 }
                 if let Some((from, cmid)) = dedup {
-                    self.dedup.insert(from, cmid, id);
+                    // A reclaim copy of an item replayed already.
+                    if self.dedup.lookup(from, cmid).is_none() {
+                        self.dedup.insert(from, cmid, id);
+                    }
                 }
                 // Durable items are restored even past the live bounds:
                 // recovery never drops what was acknowledged.
-                self.inboxes.restore(to, item);
+                match item {
+                    Item::Message { body, .. } => {
+                        self.inboxes.restore_spilled(to, id, loc, body.len());
+                    }
+                    receipt @ Item::Receipt { .. } => {
+                        self.inboxes.restore(to, receipt);
+                    }
+                }
             }
             Record::ItemAcked { user, id } => {
-                let _ = self.inboxes.ack(user, id);
+                self.inboxes.remove(user, id);
             }
             Record::Account(event) => {
-                self.accounts.apply(&event).map_err(|e| e.code())?;
+                if !self.accounts.is_current(&event) {
+                    self.accounts.apply(&event).map_err(|e| e.code())?;
+                }
             }
         }
         Ok(())
+    }
+
+    // ---- reclaim -------------------------------------------------------------
+
+    /// Does `record` (read from an old log segment) still hold state the
+    /// shard needs after a restart? A stored item still queued, or the
+    /// account event that is the account's current state. Acks are never
+    /// needed once the item they remove is gone from every segment, which
+    /// reclaim's oldest-first order guarantees.
+    pub fn is_live(&self, record: &Record) -> bool {
+        match record {
+            Record::ItemStored { to, item, .. } => self.inboxes.contains(*to, item.id()),
+            Record::ItemAcked { .. } => false,
+            Record::Account(event) => self.accounts.is_current(event),
+        }
+    }
+
+    /// Reclaim copied `record` forward to `loc`: a spilled item now reads
+    /// from there.
+    pub fn relocate(&mut self, record: &Record, loc: u64) {
+        if let Record::ItemStored { to, item, .. } = record {
+            self.inboxes.relocate(*to, item.id(), loc);
+        }
+    }
+
+    /// Bytes of log the live state needs (queued items with their record
+    /// overhead, and one record per account): what reclaim compares the
+    /// log's size against.
+    pub fn live_log_bytes(&self) -> u64 {
+        let items = self.inboxes.total_len() as u64;
+        let bytes = self.inboxes.total_bytes() as u64;
+        let accounts = self.accounts.len() as u64;
+        bytes + items * ITEM_RECORD_OVERHEAD_BYTES + accounts * ACCOUNT_RECORD_BYTES
     }
 
     /// Ends recovery: server ids continue after the highest one replayed.

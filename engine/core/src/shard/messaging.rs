@@ -9,7 +9,7 @@ use super::Shard;
 use crate::action::Action;
 use crate::body;
 use crate::conn::{ConnId, Phase};
-use crate::inbox::Item;
+use crate::inbox::{Item, Unsent};
 use crate::mesh::{
     ConnRef, MeshMsg, OwnedBody, ReceiptPush, StoreContent, StoreReq, StoreResult, Stored,
 };
@@ -224,6 +224,7 @@ impl Shard {
             return Err(ErrorCode::ShardUnavailable);
         }
         if let Some(server_msg_id) = self.dedup.lookup(from, client_msg_id) {
+            // A repeat appends nothing: answered even under backpressure.
             self.stats.messages_deduplicated += 1;
             let seq = self.seq_covering(server_msg_id);
             return Ok((
@@ -233,6 +234,9 @@ impl Shard {
                 },
                 seq,
             ));
+        }
+        if self.dur.backpressure {
+            return Err(ErrorCode::ShardUnavailable);
         }
         if !self.accounts.contains(to) {
             return Err(ErrorCode::UnknownRecipient);
@@ -341,7 +345,7 @@ impl Shard {
             ErrorCode::QueueFull => "recipient's queue is full; nothing was stored, retry later",
             ErrorCode::UnknownRecipient => "no such user",
             ErrorCode::ShardUnavailable => {
-                "the recipient's shard cannot store messages (storage failure)"
+                "the recipient's shard cannot store messages now (storage failing or behind); retry later"
             }
             _ => "could not store the message",
         };
@@ -403,7 +407,18 @@ impl Shard {
             }
             // Only durable items go out: their ids are final only then.
             match self.inboxes.peek_unsent(user) {
-                Some(item) if durable(item.id()) => {}
+                Some(Unsent::Loaded(item)) if durable(item.id()) => {}
+                Some(Unsent::Spilled { .. }) => {
+                    // Its body is on disk: have the runtime read the next
+                    // few back (once; `handle_fetched` pumps again).
+                    let items = self
+                        .inboxes
+                        .take_fetch(user, super::durability::FETCH_SCAN_MAX);
+                    if !items.is_empty() {
+                        self.actions.push_back(Action::Fetch { user, items });
+                    }
+                    break;
+                }
                 _ => break,
             }
             let Some(item) = self.inboxes.next_unsent(user) else {

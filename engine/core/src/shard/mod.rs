@@ -217,6 +217,12 @@ impl Shard {
         self.inboxes.total_len()
     }
 
+    /// Queued messages whose body is only in the log (read back when their
+    /// user's device is ready for them).
+    pub fn spilled_items(&self) -> usize {
+        self.inboxes.spilled_len()
+    }
+
     /// The `n` users of this shard with the longest queues (operators'
     /// "queues" view). Walks every user with a queue: call it rarely.
     pub fn longest_queues(&self, n: usize) -> Vec<(UserId, usize)> {

@@ -68,8 +68,14 @@ struct Net {
     sms: Vec<SmsJob>,
     sms_ok: bool,
     enc: Encoder,
-    /// Each shard's log as appended: (seq, record).
-    logs: Vec<Vec<(u64, Record)>>,
+    /// Each shard's log as appended by the current process: (seq, record,
+    /// position in `disk`).
+    logs: Vec<Vec<(u64, Record, u64)>>,
+    /// Every record each shard ever appended, kept across crashes so that
+    /// positions stay valid: position `p` is `disk[s][p - 1]`.
+    disk: Vec<Vec<Record>>,
+    /// Fetches the harness answers (`Action::Fetch`).
+    fetches: u64,
     /// Report every append durable at once (a log that syncs instantly).
     auto_sync: bool,
     limits: Limits,
@@ -83,6 +89,8 @@ impl Net {
         let shards = (0..shards).map(|i| new_shard(i, shards, &limits)).collect();
         Self {
             logs: vec![Vec::new(); n],
+            disk: vec![Vec::new(); n],
+            fetches: 0,
             auto_sync: true,
             limits,
             shards,
@@ -190,10 +198,29 @@ impl Net {
                             self.shards[to as usize].handle_mesh(msg, self.now);
                         }
                         Action::Append { seq, record } => {
-                            self.logs[s].push((seq, record));
+                            self.disk[s].push(record.clone());
+                            let loc = self.disk[s].len() as u64;
+                            self.shards[s].note_location(seq, loc);
+                            self.logs[s].push((seq, record, loc));
                             if self.auto_sync {
                                 self.shards[s].handle_durable(seq, self.now);
                             }
+                        }
+                        Action::Fetch { user, items } => {
+                            self.fetches += 1;
+                            let loaded = items
+                                .iter()
+                                .map(|&(id, loc)| {
+                                    let Record::ItemStored { to, item, .. } =
+                                        self.disk[s][usize::try_from(loc - 1).unwrap()].clone()
+                                    else {
+                                        panic!("fetch of a non-item record at {loc}");
+                                    };
+                                    assert_eq!((to, item.id()), (user, id));
+                                    item
+                                })
+                                .collect();
+                            self.shards[s].handle_fetched(user, loaded, self.now);
                         }
                         Action::SendSms(job) => {
                             let ok = self.sms_ok;
@@ -211,7 +238,7 @@ impl Net {
 
     /// The log of `shard` reports everything appended so far durable.
     fn sync(&mut self, shard: usize) {
-        if let Some(&(seq, _)) = self.logs[shard].last() {
+        if let Some(&(seq, _, _)) = self.logs[shard].last() {
             self.shards[shard].handle_durable(seq, self.now);
         }
         self.run();
@@ -224,8 +251,8 @@ impl Net {
         for (s, (log, &keep)) in self.logs.iter_mut().zip(durable).enumerate() {
             let mut shard = new_shard(u16::try_from(s).unwrap(), n, &self.limits);
             log.truncate(keep);
-            for (_, record) in log.iter() {
-                shard.replay(record.clone()).unwrap();
+            for (_, record, loc) in log.iter() {
+                shard.replay(record.clone(), *loc).unwrap();
             }
             shard.finish_recovery();
             self.shards[s] = shard;
@@ -1245,4 +1272,235 @@ fn latency_samples_and_error_counts_are_kept_for_the_metrics() {
             .errors(ErrorCode::UnknownRecipient),
         1
     );
+}
+
+// ---- bodies on disk, reclaim copies, backpressure ---------------------------
+
+/// Texts of the Delivers in `got`, acking each one.
+fn ack_texts(net: &mut Net, c: usize, got: Vec<Got>) -> Vec<String> {
+    let mut texts = Vec::new();
+    for g in got {
+        match g {
+            Got::Deliver { id, text, .. } => {
+                net.send(c, &Frame::DeliverAck { id });
+                texts.push(text);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    texts
+}
+
+/// Logs in `user` and reads, acking, until `want` texts arrived.
+fn read_all(net: &mut Net, user: u64, key: DeviceKey, want: usize) -> Vec<String> {
+    let (c, queued) = net.login(user, key);
+    assert_eq!(queued as usize, want);
+    let mut texts = Vec::new();
+    for _ in 0..want {
+        let got = net.take(c);
+        if got.is_empty() {
+            break;
+        }
+        texts.extend(ack_texts(net, c, got));
+    }
+    texts
+}
+
+#[test]
+fn messages_for_an_offline_user_leave_memory_and_are_read_back_in_order() {
+    let mut net = Net::new(2, Limits::default());
+    let (alice, bob) = phones_on_different_shards(2);
+    let ka = net.register(&alice);
+    let kb = net.register(&bob);
+    let (a, _) = net.login(uid(&alice), ka);
+    // Past one fetch's worth, so several reads are needed.
+    let n = super::durability::FETCH_SCAN_MAX * 3 + 5;
+    for i in 1..=n {
+        net.text(a, i as u64, uid(&bob), &format!("m{i}"));
+        assert!(matches!(net.take(a).as_slice(), [Got::Ack { .. }]));
+    }
+    let bob_home = usize::from(net.shards[0].home_of(UserId(uid(&bob))));
+    // Durable while Bob was offline: no body is held in memory.
+    assert_eq!(net.fetches, 0);
+    assert_eq!(net.shards[bob_home].spilled_items(), n);
+    let texts = read_all(&mut net, uid(&bob), kb, n);
+    let want: Vec<String> = (1..=n).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, want);
+    assert!(net.fetches >= 4, "fetches {}", net.fetches);
+    assert_eq!(net.shards[bob_home].queue_len(UserId(uid(&bob))), 0);
+    assert_eq!(net.shards[bob_home].spilled_items(), 0);
+    // Alice gets a delivered receipt for each: the read-back items carry
+    // sender and client id.
+    let got = net.take(a);
+    assert_eq!(got.len(), n);
+    assert!(got.iter().all(|g| matches!(
+        g,
+        Got::Receipt {
+            kind: ReceiptKind::Delivered,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_stale_ack_of_an_item_still_on_disk_keeps_it_for_redelivery() {
+    let mut net = Net::new(1, Limits::default());
+    let alice = "+15551234000";
+    let bob = "+15551234001";
+    let ka = net.register(alice);
+    let kb = net.register(bob);
+    let (a, _) = net.login(uid(alice), ka);
+    net.text(a, 1, uid(bob), "one");
+    let got = net.take(a);
+    let [Got::Ack { sid, .. }] = got.as_slice() else {
+        panic!("{got:?}")
+    };
+    let sid = *sid;
+    let c = net.connect(0);
+    net.send(
+        c,
+        &Frame::Login {
+            user_id: uid(bob),
+            device_key: kb,
+        },
+    );
+    // The ack races the login's read-back: the item must not vanish
+    // without its delivered receipt.
+    net.send(c, &Frame::DeliverAck { id: sid });
+    let mut texts = Vec::new();
+    for g in net.take(c) {
+        match g {
+            Got::LoginOk { .. } => {}
+            Got::Deliver { id, text, .. } => {
+                net.send(c, &Frame::DeliverAck { id });
+                texts.push(text);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(texts, ["one"]);
+    assert!(matches!(
+        net.take(a).as_slice(),
+        [Got::Receipt {
+            kind: ReceiptKind::Delivered,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn replay_tolerates_reclaim_copies_of_items_and_accounts() {
+    let mut net = Net::new(1, Limits::default());
+    let alice = "+15551235000";
+    let bob = "+15551235001";
+    let ka = net.register(alice);
+    let kb = net.register(bob);
+    let (a, _) = net.login(uid(alice), ka);
+    for i in 1..=6 {
+        net.text(a, i, uid(bob), &format!("m{i}"));
+        net.take(a);
+    }
+    // Bob reads m1..m3; m4..m6 stay queued.
+    let (b, _) = net.login(uid(bob), kb);
+    let got = net.take(b);
+    for g in &got[..3] {
+        let Got::Deliver { id, .. } = g else {
+            panic!("{g:?}")
+        };
+        net.send(b, &Frame::DeliverAck { id: *id });
+    }
+    // Reclaim's copy-forward of the whole log so far: every live record is
+    // appended again, as the runtime does (without the core's sequence),
+    // and the core told where each now lies.
+    let snapshot: Vec<Record> = net.logs[0].iter().map(|(_, r, _)| r.clone()).collect();
+    let live: Vec<Record> = snapshot
+        .iter()
+        .filter(|r| net.shards[0].is_live(r))
+        .cloned()
+        .collect();
+    // Accounts of both users and the three queued messages (the
+    // delivered receipts Alice has not read yet too).
+    let items = live
+        .iter()
+        .filter(|r| matches!(r, Record::ItemStored { .. }))
+        .count();
+    let accounts = live
+        .iter()
+        .filter(|r| matches!(r, Record::Account(_)))
+        .count();
+    assert_eq!(accounts, 2);
+    assert_eq!(items, 3 + 3);
+    assert!(!live.iter().any(|r| matches!(r, Record::ItemAcked { .. })));
+    for record in live {
+        net.disk[0].push(record.clone());
+        let loc = net.disk[0].len() as u64;
+        net.shards[0].relocate(&record, loc);
+        let seq = net.logs[0].last().map_or(0, |l| l.0);
+        net.logs[0].push((seq, record, loc));
+    }
+    // Crash with originals and copies both on disk: each item once.
+    let durable = vec![net.logs[0].len()];
+    net.crash_and_recover(&durable);
+    let texts = read_all(&mut net, uid(bob), kb, 3);
+    assert_eq!(texts, ["m4", "m5", "m6"]);
+    // Login with the copied account works; ids continue.
+    let (a2, queued) = net.login(uid(alice), ka);
+    assert_eq!(queued, 3 + 3);
+    let got = net.take(a2);
+    assert_eq!(got.len(), 6, "{got:?}");
+}
+
+#[test]
+fn log_backpressure_refuses_new_messages_until_it_drains() {
+    let mut net = Net::new(1, Limits::default());
+    let alice = "+15551236000";
+    let bob = "+15551236001";
+    let ka = net.register(alice);
+    net.register(bob);
+    let (a, _) = net.login(uid(alice), ka);
+    net.text(a, 1, uid(bob), "before");
+    assert!(matches!(net.take(a).as_slice(), [Got::Ack { .. }]));
+    net.shards[0].set_log_backpressure(true);
+    net.text(a, 2, uid(bob), "during");
+    let got = net.take(a);
+    assert!(
+        matches!(
+            got.as_slice(),
+            [Got::Error {
+                code: ErrorCode::ShardUnavailable,
+                ..
+            }]
+        ),
+        "{got:?}"
+    );
+    // A retry of something already stored is still answered.
+    net.text(a, 1, uid(bob), "before");
+    assert!(matches!(net.take(a).as_slice(), [Got::Ack { cmid: 1, .. }]));
+    assert!(
+        !net.shards[0].is_poisoned(),
+        "a slow disk is not a failed one"
+    );
+    net.shards[0].set_log_backpressure(false);
+    net.text(a, 2, uid(bob), "during");
+    assert!(matches!(net.take(a).as_slice(), [Got::Ack { cmid: 2, .. }]));
+}
+
+#[test]
+fn a_failed_read_back_poisons_the_shard() {
+    let mut net = Net::new(1, Limits::default());
+    let alice = "+15551237000";
+    let bob = "+15551237001";
+    let ka = net.register(alice);
+    net.register(bob);
+    let (a, _) = net.login(uid(alice), ka);
+    net.shards[0].handle_fetch_failed(UserId(uid(bob)));
+    assert!(net.shards[0].is_poisoned());
+    net.text(a, 1, uid(bob), "x");
+    assert!(matches!(
+        net.take(a).as_slice(),
+        [Got::Error {
+            code: ErrorCode::ShardUnavailable,
+            ..
+        }]
+    ));
 }
