@@ -110,6 +110,9 @@ fn spawn_server(dir: &Path) -> Proc {
         ])
         .arg("--data-dir")
         .arg(dir)
+        // Small segments: reclaim deletes and copies forward between and
+        // during the kills, so its crash safety is tested too.
+        .env("TERN_LOG_SEGMENT_BYTES_MAX", "65536")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -119,7 +119,7 @@ pub const KEYS: &[KeySpec] = &[
     key("log.durability", Str, false, "When a message counts as stored: \"fsync\" (ServerAck after fdatasync: survives power loss) or \"unsafe-no-fsync\" (benchmarks only: survives kill -9, not a power loss)."),
     key("log.segment_bytes_max", Int, false, "Size of one log segment file (preallocated); a record never straddles two."),
     key("log.batch_bytes_max", Int, false, "Most bytes one group commit (write + fdatasync) carries; appends arriving during a commit wait for the next."),
-    key("log.pending_bytes_max", Int, false, "Most appended bytes not yet durable per shard; past it the shard refuses to store (ShardUnavailable) rather than buffer without bound."),
+    key("log.pending_bytes_max", Int, false, "Most appended bytes not yet durable per shard. Past half of it new messages are refused (ShardUnavailable, retry later) until a quarter is left; acks and receipts still go in. Reaching it poisons the shard."),
     key("limits.pin_len", Int, false, "Digits in a registration PIN (4 to 10)."),
     key("limits.pin_ttl_ms", Int, false, "How long a PIN stays valid."),
     key("limits.pin_attempts_max", Int, false, "Wrong tries after which a PIN is dead (at most 10)."),

@@ -546,6 +546,9 @@ fn watch_loop(
                 queue_items: s.queue_items.get(),
                 queue_longest_items: s.queue_longest_items.get(),
                 mesh_queue_depth: s.mesh_queue_depth.get(),
+                queue_items_spilled: s.queue_items_spilled.get(),
+                log_segments: s.log_segments.get(),
+                log_backpressure: s.log_backpressure.get(),
             };
             for event in alerts.observe_gauges(shard, &gauges, now) {
                 report(&event, metrics);

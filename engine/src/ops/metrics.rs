@@ -292,6 +292,12 @@ pub struct ShardGauges {
     pub queue_longest_items: u64,
     /// Mesh messages queued for other shards, not yet taken by them.
     pub mesh_queue_depth: u64,
+    /// `Shard::spilled_items()`: queued messages whose body is only on disk.
+    pub queue_items_spilled: u64,
+    /// Segment files of the shard's log.
+    pub log_segments: u64,
+    /// 1 while new stores are refused because the log is behind.
+    pub log_backpressure: u64,
 }
 
 /// One shard's metrics. Written by that shard only; read by anyone.
@@ -309,6 +315,16 @@ pub struct ShardMetrics {
     pub queue_longest_items: Gauge,
     /// Mesh messages queued for other shards (gauge).
     pub mesh_queue_depth: Gauge,
+    /// Queued messages whose body is only in the log (gauge).
+    pub queue_items_spilled: Gauge,
+    /// Segment files of the log (gauge).
+    pub log_segments: Gauge,
+    /// 1 while stores are refused for log backpressure (gauge).
+    pub log_backpressure: Gauge,
+    /// Log segments deleted by reclaim.
+    pub log_segments_reclaimed: Counter,
+    /// Live records reclaim copied forward out of old segments.
+    pub log_records_copied: Counter,
     /// Connections accepted or adopted.
     pub connections_opened: Counter,
     /// Connections refused at the per-shard bound.
@@ -360,6 +376,11 @@ impl Default for ShardMetrics {
             queue_items: Gauge::default(),
             queue_longest_items: Gauge::default(),
             mesh_queue_depth: Gauge::default(),
+            queue_items_spilled: Gauge::default(),
+            log_segments: Gauge::default(),
+            log_backpressure: Gauge::default(),
+            log_segments_reclaimed: Counter::default(),
+            log_records_copied: Counter::default(),
             connections_opened: Counter::default(),
             connections_refused: Counter::default(),
             logins: Counter::default(),
@@ -414,6 +435,9 @@ impl ShardMetrics {
         self.queue_items.set(g.queue_items);
         self.queue_longest_items.set(g.queue_longest_items);
         self.mesh_queue_depth.set(g.mesh_queue_depth);
+        self.queue_items_spilled.set(g.queue_items_spilled);
+        self.log_segments.set(g.log_segments);
+        self.log_backpressure.set(g.log_backpressure);
     }
 
     /// Counts one `Error` frame sent to a client.
@@ -575,6 +599,21 @@ const GAUGES: &[(&str, &str, Getter)] = &[
         "Messages the shard has queued for other shards (cross-core mesh).",
         |s| s.mesh_queue_depth.get(),
     ),
+    (
+        "tern_offline_queue_items_spilled",
+        "Queued messages whose body is only in the log (read back when the device is ready).",
+        |s| s.queue_items_spilled.get(),
+    ),
+    (
+        "tern_log_segments",
+        "Segment files of the shard's log.",
+        |s| s.log_segments.get(),
+    ),
+    (
+        "tern_log_backpressure",
+        "1 while the shard refuses new messages (ShardUnavailable) because its log is behind.",
+        |s| s.log_backpressure.get(),
+    ),
 ];
 
 /// Counters: name, help, value.
@@ -649,6 +688,16 @@ const COUNTERS: &[(&str, &str, Getter)] = &[
         "tern_slow_consumers_total",
         "Connections cut off because their output stayed unsent too long.",
         |s| s.slow_consumers.get(),
+    ),
+    (
+        "tern_log_segments_reclaimed_total",
+        "Log segments deleted by reclaim (every item in them acknowledged or copied forward).",
+        |s| s.log_segments_reclaimed.get(),
+    ),
+    (
+        "tern_log_records_copied_total",
+        "Live records reclaim copied forward out of old log segments.",
+        |s| s.log_records_copied.get(),
     ),
 ];
 

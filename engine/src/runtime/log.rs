@@ -19,17 +19,36 @@ use std::time::Instant;
 
 use tern_core::record::Record;
 use tern_core::shard::Shard;
-use tern_log::{FileDriver, IoDriver, IoRequest, LogOptions, Lsn, Writer};
+use tern_core::user::UserId;
+use tern_log::{FileDriver, IoDriver, IoRequest, LogOptions, Lsn, SegmentReader, Writer};
 
 use super::shard::{drain_actions, RtRef};
 use crate::clock::now_ms;
 use crate::error::EngineError;
 use crate::sms::SmsGateway;
 
+/// Appended bytes waiting for disk above which new stores are refused
+/// (`Shard::set_log_backpressure`): this fraction of the writer's hard
+/// bound `pending_bytes_max`, so acks and receipts, which are never
+/// refused, still have room below the bound.
+const BACKPRESSURE_ON_DIVISOR: usize = 2;
+/// ... and below which they are taken again (hysteresis).
+const BACKPRESSURE_OFF_DIVISOR: usize = 4;
+
 /// A shard's open log.
 #[derive(Debug)]
 pub(crate) struct ShardLog {
-    writer: Writer,
+    pub(super) writer: Writer,
+    /// Reads bodies back for `Action::Fetch`; `None` while a read runs on
+    /// the blocking pool.
+    pub(super) fetch_reader: Option<SegmentReader>,
+    /// Reads old segments for reclaim; `None` while a scan runs.
+    pub(super) reclaim_reader: Option<SegmentReader>,
+    /// Fetches waiting for the fetch reader: at most one per user (the
+    /// core marks a queue fetching until answered), so bounded by the
+    /// online users.
+    pub(super) fetches: VecDeque<(UserId, Vec<(u64, u64)>)>,
+    pub(super) fetch_waker: Option<Waker>,
     /// `None` while a request runs on the blocking pool.
     driver: Option<FileDriver>,
     /// Core sequence numbers with the log position of their record, in
@@ -64,7 +83,7 @@ pub(crate) fn open_and_recover(
         let result = Record::decode(record.kind, record.payload)
             .map_err(|e| format!("{}: record at {lsn}: {e}", dir.display()))
             .and_then(|r| {
-                core.replay(r)
+                core.replay(r, lsn.to_u64())
                     .map_err(|code| format!("{}: record at {lsn}: {code}", dir.display()))
             });
         if let Err(e) = result {
@@ -84,6 +103,10 @@ pub(crate) fn open_and_recover(
     };
     Ok((
         ShardLog {
+            fetch_reader: Some(SegmentReader::new(dir)),
+            reclaim_reader: Some(SegmentReader::new(dir)),
+            fetches: VecDeque::new(),
+            fetch_waker: None,
             writer: opened.writer,
             driver: Some(opened.driver),
             seqs: VecDeque::new(),
@@ -95,27 +118,81 @@ pub(crate) fn open_and_recover(
 }
 
 impl ShardLog {
-    /// Appends the core's record `seq`. An error (log poisoned, or more
-    /// bytes pending than the bound) means the record will never be
-    /// durable: the caller poisons the core.
-    pub(crate) fn append(&mut self, seq: u64, record: &Record) -> Result<(), String> {
-        self.payload.clear();
-        record.encode(&mut self.payload);
+    /// Appends the core's record `seq`; returns where it lies. An error
+    /// (log poisoned, or more bytes pending than the hard bound) means the
+    /// record will never be durable: the caller poisons the core.
+    pub(crate) fn append(&mut self, seq: u64, record: &Record) -> Result<Lsn, String> {
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        record.encode(&mut payload);
+        let lsn = self.append_raw(record.kind(), &payload);
+        self.payload = payload;
+        let lsn = lsn?;
+        self.seqs.push_back((seq, lsn));
+        Ok(lsn)
+    }
+
+    /// Appends an already encoded record no core sequence waits for
+    /// (reclaim's copies).
+    pub(super) fn append_raw(&mut self, kind: u8, payload: &[u8]) -> Result<Lsn, String> {
         let lsn = self
             .writer
-            .append(record.kind(), &self.payload)
+            .append(kind, payload)
             .map_err(|e| e.to_string())?;
-        self.seqs.push_back((seq, lsn));
+        self.wake_io();
+        Ok(lsn)
+    }
+
+    pub(super) fn wake_io(&mut self) {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
-        Ok(())
+    }
+
+    /// Turns the core's refusal of new stores on when the bytes waiting
+    /// for disk cross the high-water mark, and off again below the low one.
+    pub(crate) fn update_backpressure(&self, core: &mut Shard) {
+        let pending = self.writer.pending_bytes();
+        let bound = self.writer.options().pending_bytes_max;
+        let on = core.log_backpressure();
+        let turn = if !on && pending >= bound / BACKPRESSURE_ON_DIVISOR {
+            true
+        } else if on && pending <= bound / BACKPRESSURE_OFF_DIVISOR {
+            false
+        } else {
+            return;
+        };
+        if turn {
+            tracing::warn!(
+                shard = core.shard(),
+                pending_bytes = pending,
+                "log behind: refusing new messages (ShardUnavailable) until it drains"
+            );
+        } else {
+            tracing::info!(
+                shard = core.shard(),
+                pending_bytes = pending,
+                "log drained: taking new messages again"
+            );
+        }
+        core.set_log_backpressure(turn);
+    }
+
+    /// Queues a read-back of spilled bodies for the fetch task.
+    pub(crate) fn fetch(&mut self, user: UserId, items: Vec<(u64, u64)>) {
+        self.fetches.push_back((user, items));
+        if let Some(w) = self.fetch_waker.take() {
+            w.wake();
+        }
     }
 
     /// No I/O is running or waiting: the shard may exit (glommio's blocking
     /// pool must not answer an executor that is gone).
     pub(crate) fn is_idle(&self) -> bool {
-        self.driver.is_some() && self.writer.is_idle()
+        self.driver.is_some()
+            && self.writer.is_idle()
+            && self.fetch_reader.is_some()
+            && self.reclaim_reader.is_some()
     }
 
     /// Pops the core sequence numbers now durable; returns the last and
@@ -210,11 +287,14 @@ pub(crate) async fn run(
                 r.core.poison();
                 // Not ready: the shard can no longer store anything.
                 ready.store(false, std::sync::atomic::Ordering::SeqCst);
-            } else if let Some((seq, batch)) = log.durable_seq() {
-                if let Some(m) = shard_metrics {
-                    m.commit_batch_items.record(batch);
+            } else {
+                log.update_backpressure(&mut r.core);
+                if let Some((seq, batch)) = log.durable_seq() {
+                    if let Some(m) = shard_metrics {
+                        m.commit_batch_items.record(batch);
+                    }
+                    r.core.handle_durable(seq, now_ms());
                 }
-                r.core.handle_durable(seq, now_ms());
             }
         }
         drain_actions(&rt, &sms);

@@ -4,8 +4,10 @@
 pub(crate) mod conn;
 pub mod control;
 pub(crate) mod cpus;
+pub(crate) mod fetch;
 pub(crate) mod log;
 pub(crate) mod mesh;
+pub(crate) mod reclaim;
 pub(crate) mod shard;
 
 use std::cell::RefCell;
@@ -320,6 +322,8 @@ async fn shard_main(ctx: ShardCtx) {
         cfg.metrics.clone(),
         cfg.ready.clone(),
     ));
+    let fetch_task = glommio::spawn_local(fetch::run(rt.clone(), sms.clone()));
+    let reclaim_task = glommio::spawn_local(reclaim::run(rt.clone(), cfg.metrics.clone()));
 
     let accept_task = {
         let (rt, sms, scratch, tls) = (rt.clone(), sms.clone(), scratch.clone(), cfg.tls.clone());
@@ -389,6 +393,8 @@ async fn shard_main(ctx: ShardCtx) {
     tracing::info!(shard = index, left, "shard stopped");
     rt.borrow_mut().stopping = true;
     drop(mesh_task);
+    drop(reclaim_task);
+    drop(fetch_task);
     drop(log_task);
 }
 
@@ -450,6 +456,12 @@ fn publish_metrics(rt: &RtRef, m: &crate::ops::metrics::ShardMetrics, longest: O
         queue_items: to_u64(r.core.queued_items()),
         queue_longest_items: longest.map_or(prev_longest, to_u64),
         mesh_queue_depth: to_u64(mesh_queue_depth),
+        queue_items_spilled: to_u64(r.core.spilled_items()),
+        log_segments: r
+            .log
+            .as_ref()
+            .map_or(0, |l| to_u64(l.writer.live_segments().count())),
+        log_backpressure: u64::from(r.core.log_backpressure()),
     });
 }
 

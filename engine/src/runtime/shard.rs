@@ -109,18 +109,31 @@ pub(crate) fn drain_actions(rt: &RtRef, sms: &Arc<dyn SmsGateway>) {
                 }
                 Action::SendSms(job) => jobs.push(job),
                 Action::Append { seq, record } => {
+                    let r = &mut *r;
                     let result = match r.log.as_mut() {
                         Some(log) => log.append(seq, &record),
                         // Never report durability that did not happen.
                         None => Err("this shard has no log".to_string()),
                     };
-                    if let Err(e) = result {
-                        if !r.core.is_poisoned() {
-                            tracing::error!(error = %e, "SHARD POISONED: log append failed");
+                    match result {
+                        Ok(lsn) => {
+                            r.core.note_location(seq, lsn.to_u64());
+                            if let Some(log) = r.log.as_ref() {
+                                log.update_backpressure(&mut r.core);
+                            }
                         }
-                        r.core.poison();
+                        Err(e) => {
+                            if !r.core.is_poisoned() {
+                                tracing::error!(error = %e, "SHARD POISONED: log append failed");
+                            }
+                            r.core.poison();
+                        }
                     }
                 }
+                Action::Fetch { user, items } => match r.log.as_mut() {
+                    Some(log) => log.fetch(user, items),
+                    None => r.core.handle_fetch_failed(user),
+                },
             }
         }
     }

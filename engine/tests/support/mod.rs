@@ -32,6 +32,8 @@ pub struct TestServer {
     pub started: Option<Started>,
     pub dir: PathBuf,
     pub shards: u16,
+    /// Applied to the options at every (re)start.
+    tune: fn(&mut ServeOptions),
 }
 
 impl TestServer {
@@ -41,25 +43,54 @@ impl TestServer {
 
     /// With the operator surface (metrics endpoint, admin socket, alerts).
     pub fn start_with(shards: u16, limits: Limits, ops: server::OpsOptions) -> Self {
+        let mut s = Self::unstarted(shards, |_| {});
+        let started = server::serve(ServeOptions {
+            limits,
+            ops,
+            ..s.options()
+        })
+        .unwrap();
+        s.started = Some(started);
+        s
+    }
+
+    /// With options changed by `tune` (kept for `restart`).
+    pub fn start_tuned(shards: u16, tune: fn(&mut ServeOptions)) -> Self {
+        let mut s = Self::unstarted(shards, tune);
+        s.started = Some(server::serve(s.options()).unwrap());
+        s
+    }
+
+    fn unstarted(shards: u16, tune: fn(&mut ServeOptions)) -> Self {
         let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("tern-e2e-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let opts = ServeOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            shards: Some(shards),
-            pin_cores: Some(false),
-            data_dir: dir.clone(),
-            limits,
-            shutdown_grace_ms: 2_000,
-            ops,
-            ..ServeOptions::default()
-        };
-        let started = server::serve(opts).unwrap();
         Self {
-            started: Some(started),
+            started: None,
             dir,
             shards,
+            tune,
         }
+    }
+
+    fn options(&self) -> ServeOptions {
+        let mut opts = ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            shards: Some(self.shards),
+            pin_cores: Some(false),
+            data_dir: self.dir.clone(),
+            shutdown_grace_ms: 2_000,
+            ..ServeOptions::default()
+        };
+        (self.tune)(&mut opts);
+        opts
+    }
+
+    /// Stops the server cleanly and starts it again on the same data dir
+    /// (a new port).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.started = Some(server::serve(self.options()).unwrap());
     }
 
     pub fn addr(&self) -> SocketAddr {
