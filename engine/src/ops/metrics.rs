@@ -309,6 +309,8 @@ pub struct ShardMetrics {
     pub queue_longest_items: Gauge,
     /// Mesh messages queued for other shards (gauge).
     pub mesh_queue_depth: Gauge,
+    /// 1 once the shard is poisoned (gauge): it stores nothing more.
+    pub poisoned: Gauge,
     /// Connections accepted or adopted.
     pub connections_opened: Counter,
     /// Connections refused at the per-shard bound.
@@ -360,6 +362,7 @@ impl Default for ShardMetrics {
             queue_items: Gauge::default(),
             queue_longest_items: Gauge::default(),
             mesh_queue_depth: Gauge::default(),
+            poisoned: Gauge::default(),
             connections_opened: Counter::default(),
             connections_refused: Counter::default(),
             logins: Counter::default(),
@@ -414,6 +417,11 @@ impl ShardMetrics {
         self.queue_items.set(g.queue_items);
         self.queue_longest_items.set(g.queue_longest_items);
         self.mesh_queue_depth.set(g.mesh_queue_depth);
+    }
+
+    /// Sets whether the shard is poisoned (`Shard::is_poisoned()`).
+    pub fn set_poisoned(&self, poisoned: bool) {
+        self.poisoned.set(u64::from(poisoned));
     }
 
     /// Counts one `Error` frame sent to a client.
@@ -574,6 +582,12 @@ const GAUGES: &[(&str, &str, Getter)] = &[
         "tern_mesh_queue_depth",
         "Messages the shard has queued for other shards (cross-core mesh).",
         |s| s.mesh_queue_depth.get(),
+    ),
+    (
+        "tern_shard_poisoned",
+        "1 once the shard's log failed (a write, fsync, segment create or delete, or a refused \
+         append): the shard stores and acknowledges nothing more until a restart.",
+        |s| s.poisoned.get(),
     ),
 ];
 
@@ -954,6 +968,7 @@ mod tests {
         s.record_error(ErrorCode::Unknown(999));
         s.record_pin_failed(PinFailure::of(&SmsError::Timeout));
         s.set_alert_firing(QueueKind::UserQueue, true);
+        s.set_poisoned(true);
         let text = render_prometheus(&m);
         for line in [
             "tern_start_time_seconds 1700000000",
@@ -968,6 +983,7 @@ mod tests {
             "tern_pins_failed_total{shard=\"0\",reason=\"timeout\"} 1",
             "tern_alerts_firing{shard=\"0\",queue=\"user_queue\"} 1",
             "tern_alerts_firing{shard=\"0\",queue=\"shard_queue\"} 0",
+            "tern_shard_poisoned{shard=\"0\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?}");
         }
@@ -991,6 +1007,7 @@ mod tests {
         let snap = m.snapshot();
         let sh = &snap.shards[0];
         assert_eq!(sh.values["messages_accepted_total"], 7);
+        assert_eq!(sh.values["shard_poisoned"], 1);
         assert_eq!(sh.errors["queue_full"], 1);
         assert_eq!(sh.pins_failed["timeout"], 1);
         assert_eq!(sh.alerts_firing, vec!["user_queue".to_string()]);

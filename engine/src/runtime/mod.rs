@@ -451,6 +451,7 @@ fn publish_metrics(rt: &RtRef, m: &crate::ops::metrics::ShardMetrics, longest: O
         queue_longest_items: longest.map_or(prev_longest, to_u64),
         mesh_queue_depth: to_u64(mesh_queue_depth),
     });
+    m.set_poisoned(r.core.is_poisoned());
 }
 
 fn on_accept(
