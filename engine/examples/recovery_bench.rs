@@ -152,7 +152,7 @@ fn main() {
     );
     println!(
         "resident memory: {} MiB before, {} MiB after ({per_msg:.0} B per queued message, \
-         incl. its 100-byte text encoded as a ~180-byte Deliver frame and its dedup entry)",
+         its ring entry and dedup entry; the ~180-byte Deliver frame stays on disk until read back)",
         rss_before / 1024,
         rss_after / 1024
     );

@@ -325,6 +325,8 @@ pub struct ShardMetrics {
     pub log_segments_reclaimed: Counter,
     /// Live records reclaim copied forward out of old segments.
     pub log_records_copied: Counter,
+    /// 1 once the shard is poisoned (gauge): it stores nothing more.
+    pub poisoned: Gauge,
     /// Connections accepted or adopted.
     pub connections_opened: Counter,
     /// Connections refused at the per-shard bound.
@@ -381,6 +383,7 @@ impl Default for ShardMetrics {
             log_backpressure: Gauge::default(),
             log_segments_reclaimed: Counter::default(),
             log_records_copied: Counter::default(),
+            poisoned: Gauge::default(),
             connections_opened: Counter::default(),
             connections_refused: Counter::default(),
             logins: Counter::default(),
@@ -438,6 +441,11 @@ impl ShardMetrics {
         self.queue_items_spilled.set(g.queue_items_spilled);
         self.log_segments.set(g.log_segments);
         self.log_backpressure.set(g.log_backpressure);
+    }
+
+    /// Sets whether the shard is poisoned (`Shard::is_poisoned()`).
+    pub fn set_poisoned(&self, poisoned: bool) {
+        self.poisoned.set(u64::from(poisoned));
     }
 
     /// Counts one `Error` frame sent to a client.
@@ -613,6 +621,13 @@ const GAUGES: &[(&str, &str, Getter)] = &[
         "tern_log_backpressure",
         "1 while the shard refuses new messages (ShardUnavailable) because its log is behind.",
         |s| s.log_backpressure.get(),
+    ),
+    (
+        "tern_shard_poisoned",
+        "1 once the shard's log failed (a write, fsync, segment create or delete, or a refused \
+         append, a record that could not be read back): the shard stores and acknowledges nothing \
+         more until a restart.",
+        |s| s.poisoned.get(),
     ),
 ];
 
@@ -1003,6 +1018,7 @@ mod tests {
         s.record_error(ErrorCode::Unknown(999));
         s.record_pin_failed(PinFailure::of(&SmsError::Timeout));
         s.set_alert_firing(QueueKind::UserQueue, true);
+        s.set_poisoned(true);
         let text = render_prometheus(&m);
         for line in [
             "tern_start_time_seconds 1700000000",
@@ -1017,6 +1033,7 @@ mod tests {
             "tern_pins_failed_total{shard=\"0\",reason=\"timeout\"} 1",
             "tern_alerts_firing{shard=\"0\",queue=\"user_queue\"} 1",
             "tern_alerts_firing{shard=\"0\",queue=\"shard_queue\"} 0",
+            "tern_shard_poisoned{shard=\"0\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?}");
         }
@@ -1040,6 +1057,7 @@ mod tests {
         let snap = m.snapshot();
         let sh = &snap.shards[0];
         assert_eq!(sh.values["messages_accepted_total"], 7);
+        assert_eq!(sh.values["shard_poisoned"], 1);
         assert_eq!(sh.errors["queue_full"], 1);
         assert_eq!(sh.pins_failed["timeout"], 1);
         assert_eq!(sh.alerts_firing, vec!["user_queue".to_string()]);

@@ -187,10 +187,11 @@ impl ShardLog {
     }
 
     /// No I/O is running or waiting: the shard may exit (glommio's blocking
-    /// pool must not answer an executor that is gone).
+    /// pool must not answer an executor that is gone). A poisoned writer
+    /// keeps its failed batch forever but runs nothing more.
     pub(crate) fn is_idle(&self) -> bool {
         self.driver.is_some()
-            && self.writer.is_idle()
+            && (self.writer.is_idle() || self.writer.poison_cause().is_some())
             && self.fetch_reader.is_some()
             && self.reclaim_reader.is_some()
     }

@@ -371,6 +371,11 @@ async fn shard_main(ctx: ShardCtx) {
             };
             publish_metrics(&rt, m, longest);
         }
+        // However the shard got poisoned (a failed write or sync, a refused
+        // append, a record that could not be read back), it is not ready.
+        if rt.borrow().core.is_poisoned() && cfg.ready.load(Ordering::SeqCst) {
+            cfg.ready.store(false, Ordering::SeqCst);
+        }
         ticks += 1;
     }
 
@@ -463,6 +468,7 @@ fn publish_metrics(rt: &RtRef, m: &crate::ops::metrics::ShardMetrics, longest: O
             .map_or(0, |l| to_u64(l.writer.live_segments().count())),
         log_backpressure: u64::from(r.core.log_backpressure()),
     });
+    m.set_poisoned(r.core.is_poisoned());
 }
 
 fn on_accept(
