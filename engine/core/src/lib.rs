@@ -29,6 +29,7 @@ pub mod ids;
 pub mod inbox;
 pub mod limits;
 pub mod mesh;
+pub mod order;
 pub mod pin;
 pub mod rate;
 pub mod record;

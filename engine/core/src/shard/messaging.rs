@@ -235,8 +235,12 @@ impl Shard {
                 seq,
             ));
         }
+        // Behind an earlier refused operation of this pair: wait for it (I2).
+        self.floors.check(from, to, client_msg_id, now_ms)?;
         if self.dur.backpressure {
-            return Err(ErrorCode::ShardUnavailable);
+            let code = ErrorCode::ShardUnavailable;
+            self.floors.refused(from, to, client_msg_id, code, now_ms);
+            return Err(code);
         }
         if !self.accounts.contains(to) {
             return Err(ErrorCode::UnknownRecipient);
@@ -278,7 +282,12 @@ impl Shard {
             .dur
             .enabled
             .then(|| Self::item_record(to, Some((from, client_msg_id)), &item));
-        self.inboxes.push(to, item).map_err(|e| e.code())?;
+        if let Err(e) = self.inboxes.push(to, item) {
+            let code = e.code();
+            self.floors.refused(from, to, client_msg_id, code, now_ms);
+            return Err(code);
+        }
+        self.floors.stored(from, to, client_msg_id);
         self.dedup.insert(from, client_msg_id, id);
         let seq = record.map_or(0, |r| self.append(r));
         if is_message {

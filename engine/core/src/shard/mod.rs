@@ -31,6 +31,7 @@ use crate::ids::IdAllocator;
 use crate::inbox::Inboxes;
 use crate::limits::Limits;
 use crate::mesh::MeshMsg;
+use crate::order::Floors;
 use crate::pin::PinRegistry;
 use crate::rate::RateLimiter;
 use crate::user::UserId;
@@ -141,6 +142,8 @@ pub struct Shard {
     login_failures_source: RateLimiter<IpAddr>,
     inboxes: Inboxes,
     dedup: Dedup,
+    /// Per-pair floors after transient refusals (I2).
+    floors: Floors,
     ids: IdAllocator,
     sms_jobs: HashMap<u64, (ConnId, UserId)>,
     next_sms_job: u64,
@@ -179,6 +182,7 @@ impl Shard {
             ),
             inboxes: Inboxes::new(limits),
             dedup: Dedup::new(limits.dedup_window_len, limits.dedup_entries_max),
+            floors: Floors::new(),
             ids: IdAllocator::new(cfg.shard, 0),
             sms_jobs: HashMap::new(),
             next_sms_job: 1,

@@ -1504,3 +1504,91 @@ fn a_failed_read_back_poisons_the_shard() {
         }]
     ));
 }
+
+#[test]
+fn a_refused_message_is_not_overtaken_by_a_later_one_of_the_same_pair() {
+    let limits = Limits {
+        inbox_len_max: 2,
+        ..Limits::default()
+    };
+    let mut net = Net::new(1, limits);
+    let (alice, bob, carol) = ("+15551238000", "+15551238001", "+15551238002");
+    let ka = net.register(alice);
+    let kb = net.register(bob);
+    net.register(carol);
+    let (a, _) = net.login(uid(alice), ka);
+    net.text(a, 1, uid(bob), "m1");
+    net.text(a, 2, uid(bob), "m2");
+    net.text(a, 3, uid(bob), "m3");
+    let got = net.take(a);
+    assert!(
+        matches!(
+            got.as_slice(),
+            [
+                Got::Ack { cmid: 1, .. },
+                Got::Ack { cmid: 2, .. },
+                Got::Error {
+                    code: ErrorCode::QueueFull,
+                    cmid: 3,
+                    ..
+                }
+            ]
+        ),
+        "{got:?}"
+    );
+    // Bob reads m1: there is room again, but m4 (pipelined behind m3)
+    // must not overtake m3.
+    let (b, _) = net.login(uid(bob), kb);
+    let got = net.take(b);
+    let got_at_login: Vec<String> = got
+        .iter()
+        .filter_map(|g| match g {
+            Got::Deliver { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    let Got::Deliver { id, .. } = got[0] else {
+        panic!("{got:?}")
+    };
+    net.send(b, &Frame::DeliverAck { id });
+    net.text(a, 4, uid(bob), "m4");
+    assert!(matches!(
+        without_receipts(net.take(a)).as_slice(),
+        [Got::Error {
+            code: ErrorCode::QueueFull,
+            cmid: 4,
+            ..
+        }]
+    ));
+    // Other pairs are not held back.
+    net.text(a, 5, uid(carol), "for carol");
+    assert!(matches!(
+        without_receipts(net.take(a)).as_slice(),
+        [Got::Ack { cmid: 5, .. }]
+    ));
+    // The client retries in order: m3 first, then m4.
+    net.text(a, 3, uid(bob), "m3");
+    assert!(matches!(
+        without_receipts(net.take(a)).as_slice(),
+        [Got::Ack { cmid: 3, .. }]
+    ));
+    let got = net.take(b);
+    let mut texts = ack_texts(&mut net, b, got);
+    net.text(a, 4, uid(bob), "m4");
+    assert!(matches!(
+        without_receipts(net.take(a)).as_slice(),
+        [Got::Ack { cmid: 4, .. }]
+    ));
+    let got = net.take(b);
+    texts.extend(ack_texts(&mut net, b, got));
+    // m1 and m2 went out at login (m2 still unacked then).
+    assert_eq!(got_at_login, ["m1", "m2"]);
+    assert_eq!(texts, ["m3", "m4"]);
+}
+
+/// `got` without the receipts (they arrive whenever a peer acks).
+fn without_receipts(got: Vec<Got>) -> Vec<Got> {
+    got.into_iter()
+        .filter(|g| !matches!(g, Got::Receipt { .. }))
+        .collect()
+}
