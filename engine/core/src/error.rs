@@ -45,6 +45,8 @@ pub enum Error {
     Id(IdError),
     /// The configured limits are inconsistent.
     Limits(LimitsError),
+    /// A log record payload could not be read (replay).
+    Record(crate::record::RecordError),
 }
 
 impl Error {
@@ -61,7 +63,7 @@ impl Error {
             Self::Inbox(e) => e.code(),
             Self::Id(e) => e.code(),
             // A configuration error never reaches a client in practice.
-            Self::Limits(_) => ErrorCode::Internal,
+            Self::Limits(_) | Self::Record(_) => ErrorCode::Internal,
         }
     }
 
@@ -90,6 +92,7 @@ impl fmt::Display for Error {
             Self::Inbox(e) => e.fmt(f),
             Self::Id(e) => e.fmt(f),
             Self::Limits(e) => e.fmt(f),
+            Self::Record(e) => e.fmt(f),
         }
     }
 }
@@ -105,6 +108,7 @@ impl std::error::Error for Error {
             Self::Inbox(e) => Some(e),
             Self::Id(e) => Some(e),
             Self::Limits(e) => Some(e),
+            Self::Record(e) => Some(e),
             Self::LoginRateLimited { .. } | Self::UnknownRecipient { .. } => None,
         }
     }

@@ -80,12 +80,9 @@ pub(crate) fn open_and_recover(
         if replay_error.is_some() {
             return;
         }
-        let result = Record::decode(record.kind, record.payload)
-            .map_err(|e| format!("{}: record at {lsn}: {e}", dir.display()))
-            .and_then(|r| {
-                core.replay(r, lsn.to_u64())
-                    .map_err(|code| format!("{}: record at {lsn}: {code}", dir.display()))
-            });
+        let result = core
+            .replay_payload(record.kind, record.payload, lsn.to_u64())
+            .map_err(|e| format!("{}: record at {lsn}: {e}", dir.display()));
         if let Err(e) = result {
             replay_error = Some(e);
         }

@@ -293,6 +293,36 @@ impl Shard {
     /// copy-forward are harmless: an item already queued is restored once,
     /// an account event equal to the current state is ignored.
     pub fn replay(&mut self, record: Record, loc: u64) -> Result<(), ErrorCode> {
+        let body_len = match &record {
+            Record::ItemStored { item, .. } => item.body_len(),
+            _ => 0,
+        };
+        self.replay_measured(record, body_len, loc)
+            .map_err(|e| e.code())
+    }
+
+    /// Decodes and replays a record payload of `kind` read at `loc`,
+    /// without copying message bodies (they stay on disk).
+    pub fn replay_payload(
+        &mut self,
+        kind: u8,
+        payload: &[u8],
+        loc: u64,
+    ) -> Result<(), crate::Error> {
+        let (record, body_len) =
+            Record::decode_without_body(kind, payload).map_err(crate::Error::Record)?;
+        self.replay_measured(record, body_len, loc)
+            .map_err(crate::Error::Account)
+    }
+
+    /// `replay` of a record whose message body (if any) is `body_len`
+    /// bytes on disk; the body in `record` itself is not used.
+    fn replay_measured(
+        &mut self,
+        record: Record,
+        body_len: usize,
+        loc: u64,
+    ) -> Result<(), crate::account::AccountError> {
         match record {
             Record::ItemStored { to, dedup, item } => {
                 let id = item.id();
@@ -308,8 +338,8 @@ impl Shard {
                 // Durable items are restored even past the live bounds:
                 // recovery never drops what was acknowledged.
                 match item {
-                    Item::Message { body, .. } => {
-                        self.inboxes.restore_spilled(to, id, loc, body.len());
+                    Item::Message { .. } => {
+                        self.inboxes.restore_spilled(to, id, loc, body_len);
                     }
                     receipt @ Item::Receipt { .. } => {
                         self.inboxes.restore(to, receipt);
@@ -321,7 +351,7 @@ impl Shard {
             }
             Record::Account(event) => {
                 if !self.accounts.is_current(&event) {
-                    self.accounts.apply(&event).map_err(|e| e.code())?;
+                    self.accounts.apply(&event)?;
                 }
             }
         }
