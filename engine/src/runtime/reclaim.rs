@@ -91,11 +91,14 @@ pub(crate) fn decide(
     }
 }
 
-/// One record read from the oldest segment (acks are skipped at the read:
-/// they are never live).
+/// One record of the oldest segment, as read by the scan: where it lies
+/// and what it is, with a message's body left on disk (acks are skipped at
+/// the read: they are never live). ~100 bytes each, so a scan of a 64 MiB
+/// segment holds ~30 MiB beside the reader's buffer, not a second copy.
 struct Scanned {
+    lsn: Lsn,
     kind: u8,
-    payload: Vec<u8>,
+    record: Record,
 }
 
 /// Runs until the shard's log is gone or poisoned.
@@ -167,28 +170,17 @@ fn candidate(rt: &RtRef, kept: Option<(u32, u64)>) -> Option<u32> {
 /// `None` if kept.
 async fn reclaim_one(rt: &RtRef, segment: u32) -> Result<Option<u64>, String> {
     let records = scan(rt, segment).await?;
-    let mut live: Vec<(Scanned, Record)> = Vec::new();
-    for chunk in records
-        .into_iter()
-        .collect::<Vec<_>>()
-        .chunks_mut(RECORDS_PER_TURN)
-    {
+    let mut live: Vec<Scanned> = Vec::new();
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
         {
             let r = rt.borrow();
-            for scanned in chunk.iter_mut() {
-                let record = Record::decode(scanned.kind, &scanned.payload)
-                    .map_err(|e| format!("segment {segment}: {e}"))?;
-                if r.core.is_live(&record) {
-                    let payload = std::mem::take(&mut scanned.payload);
-                    live.push((
-                        Scanned {
-                            kind: scanned.kind,
-                            payload,
-                        },
-                        record,
-                    ));
-                }
-            }
+            live.extend(
+                records
+                    .by_ref()
+                    .take(RECORDS_PER_TURN)
+                    .filter(|s| r.core.is_live(&s.record)),
+            );
         }
         glommio::yield_if_needed().await;
     }
@@ -220,33 +212,64 @@ async fn reclaim_one(rt: &RtRef, segment: u32) -> Result<Option<u64>, String> {
 
 /// Reads every record of `segment` but acks, on the blocking pool.
 async fn scan(rt: &RtRef, segment: u32) -> Result<Vec<Scanned>, String> {
-    let Some(mut reader) = rt
-        .borrow_mut()
-        .log
-        .as_mut()
-        .and_then(|l| l.reclaim_reader.take())
-    else {
+    let Some(mut reader) = take_reader(rt) else {
         return Ok(Vec::new());
     };
     let (reader, result) = glommio::executor()
         .spawn_blocking(move || {
             let mut records = Vec::new();
-            let result = reader
-                .scan(segment, |_lsn: Lsn, record| {
-                    if record.kind != KIND_ITEM_ACKED {
-                        records.push(Scanned {
-                            kind: record.kind,
-                            payload: record.payload.to_vec(),
-                        });
-                    }
-                })
-                .map(|_| records)
+            let mut bad = None;
+            let result = reader.scan(segment, |lsn: Lsn, raw| {
+                if raw.kind == KIND_ITEM_ACKED || bad.is_some() {
+                    return;
+                }
+                match Record::decode_without_body(raw.kind, raw.payload) {
+                    Ok((record, _)) => records.push(Scanned {
+                        lsn,
+                        kind: raw.kind,
+                        record,
+                    }),
+                    Err(e) => bad = Some(format!("record at {lsn}: {e}")),
+                }
+            });
+            let result = match (result, bad) {
+                (Err(e), _) => Err(e.to_string()),
+                (Ok(_), Some(e)) => Err(e),
+                (Ok(_), None) => Ok(records),
+            };
+            (reader, result)
+        })
+        .await;
+    put_reader(rt, reader);
+    result
+}
+
+/// Reads the payloads of `records` back (for copying), on the blocking
+/// pool.
+async fn read_payloads(rt: &RtRef, records: &[Scanned]) -> Result<Vec<Vec<u8>>, String> {
+    let Some(mut reader) = take_reader(rt) else {
+        return Err("reclaim reader busy".to_string());
+    };
+    let lsns: Vec<Lsn> = records.iter().map(|s| s.lsn).collect();
+    let (reader, result) = glommio::executor()
+        .spawn_blocking(move || {
+            let result = lsns
+                .iter()
+                .map(|&lsn| reader.read(lsn).map(|r| r.payload))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| e.to_string());
             (reader, result)
         })
         .await;
     put_reader(rt, reader);
     result
+}
+
+fn take_reader(rt: &RtRef) -> Option<SegmentReader> {
+    rt.borrow_mut()
+        .log
+        .as_mut()
+        .and_then(|l| l.reclaim_reader.take())
 }
 
 fn put_reader(rt: &RtRef, reader: SegmentReader) {
@@ -257,36 +280,39 @@ fn put_reader(rt: &RtRef, reader: SegmentReader) {
 
 /// Appends the records still live again; once durable, tells the core
 /// where they are. `None` if the log failed meanwhile.
-async fn copy_forward(rt: &RtRef, live: Vec<(Scanned, Record)>) -> Option<u64> {
+async fn copy_forward(rt: &RtRef, live: Vec<Scanned>) -> Option<u64> {
     let mut copies: Vec<(Record, Lsn)> = Vec::with_capacity(live.len());
     let mut last = Lsn::ZERO;
-    let mut live = live.into_iter().peekable();
-    while live.peek().is_some() {
-        {
-            let mut r = rt.borrow_mut();
-            let r = &mut *r;
-            let log = r.log.as_mut()?;
-            for (scanned, record) in live.by_ref().take(RECORDS_PER_TURN) {
-                // Checked again here, in the turn that appends: an ack
-                // after this point is appended after the copy.
-                if !r.core.is_live(&record) {
-                    continue;
+    for chunk in live.chunks(RECORDS_PER_TURN) {
+        let payloads = match read_payloads(rt, chunk).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "reclaim could not read records to copy");
+                return None;
+            }
+        };
+        let mut r = rt.borrow_mut();
+        let r = &mut *r;
+        let log = r.log.as_mut()?;
+        for (scanned, payload) in chunk.iter().zip(payloads) {
+            // Checked again here, in the turn that appends: an ack after
+            // this point is appended after the copy.
+            if !r.core.is_live(&scanned.record) {
+                continue;
+            }
+            match log.append_raw(scanned.kind, &payload) {
+                Ok(lsn) => {
+                    last = lsn;
+                    copies.push((scanned.record.clone(), lsn));
                 }
-                match log.append_raw(scanned.kind, &scanned.payload) {
-                    Ok(lsn) => {
-                        last = lsn;
-                        copies.push((record, lsn));
-                    }
-                    // The log refuses appends only when poisoned or far
-                    // behind: stop; the segment is looked at again later.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reclaim copy refused by the log");
-                        return None;
-                    }
+                // The log refuses appends only when poisoned or far
+                // behind: stop; the segment is looked at again later.
+                Err(e) => {
+                    tracing::warn!(error = %e, "reclaim copy refused by the log");
+                    return None;
                 }
             }
         }
-        glommio::yield_if_needed().await;
     }
     // The copies must be on disk before anything reads them or the
     // originals go.
