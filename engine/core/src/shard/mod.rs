@@ -36,7 +36,7 @@ use crate::pin::PinRegistry;
 use crate::rate::RateLimiter;
 use crate::user::UserId;
 
-pub use timers::TICK_MS;
+pub use timers::{SWEEP_SLOTS_PER_CALL_MAX, TICK_MS};
 
 /// How often an anonymous connection may move between shards before it is
 /// closed (each RequestPin/VerifyPin/Login may name a user elsewhere).
