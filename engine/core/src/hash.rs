@@ -1,5 +1,6 @@
-//! A fast keyed hasher for the core's maps keyed by integers: [`UserId`],
-//! server message ids, job numbers, [`ConnId`](crate::conn::ConnId).
+//! A fast keyed hasher for the core's maps keyed by integers: user ids
+//! ([`UserId`](crate::user::UserId)), server message ids, job numbers,
+//! connection ids ([`ConnId`](crate::conn::ConnId)).
 //!
 //! Why not std's default: `RandomState` is SipHash-1-3, about 147
 //! instructions per `u64` key, and a durable 1:1 message cycle looks up
