@@ -6,13 +6,13 @@
 //! it, and the same `apply` replays it after a restart. One code path, so
 //! replay cannot drift from live behaviour.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tern_wire::{DeviceKey, ErrorCode, DEVICE_KEY_LEN};
 
+use crate::hash::IdMap;
 use crate::user::UserId;
 
 /// SHA-256 of a device key: all the server keeps of it.
@@ -156,7 +156,9 @@ struct Account {
 /// The account table of one shard.
 #[derive(Default)]
 pub struct AccountTable {
-    accounts: HashMap<UserId, Account>,
+    /// Keyed fast hash: its keys are registered numbers (each one went
+    /// through an SMS PIN), see `crate::hash` on HashDoS.
+    accounts: IdMap<UserId, Account>,
 }
 
 impl fmt::Debug for AccountTable {

@@ -157,7 +157,23 @@ impl ConnTable {
         Some(conn)
     }
 
-    /// Ids of all live connections (for shutdown and timer sweeps).
+    /// Slots in the slab, live or free: the range of [`id_at`](Self::id_at).
+    /// Never shrinks (freed slots are reused).
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The id of the connection in `slot`, if one lives there: lets the
+    /// timer sweep walk the slab a slice at a time without collecting ids.
+    pub(crate) fn id_at(&self, slot: usize) -> Option<ConnId> {
+        let c = self.slots.get(slot)?.as_ref()?;
+        Some(ConnId {
+            slot: u32::try_from(slot).ok()?,
+            generation: c.generation,
+        })
+    }
+
+    /// Ids of all live connections (for shutdown).
     pub(crate) fn ids(&self) -> Vec<ConnId> {
         self.slots
             .iter()
@@ -199,5 +215,11 @@ mod tests {
         assert!(t.remove(a).is_none());
         assert!(t.get(b).is_some() && t.get(c).is_some());
         assert_eq!(t.ids().len(), 2);
+        assert_eq!(t.slot_count(), 2);
+        assert_eq!(t.id_at(usize::try_from(c.slot).unwrap()), Some(c));
+        assert!(t.remove(c).is_some());
+        assert_eq!(t.id_at(usize::try_from(c.slot).unwrap()), None, "free slot");
+        assert_eq!(t.id_at(2), None, "past the slab");
+        assert_eq!(t.slot_count(), 2, "the slab keeps its slots");
     }
 }

@@ -1,5 +1,6 @@
 //! Tern engine sans-IO core: the state machines a shard runs, with no
-//! sockets, no clock, no threads and no global randomness. Time comes in as
+//! sockets, no clock, no threads and no global randomness (hash-table keys
+//! aside, see [`hash`]: they change layout, never outcomes). Time comes in as
 //! `now_ms: u64` (milliseconds; monotonic or wall, the caller's choice, as
 //! long as it is the same clock throughout), randomness as
 //! `&mut impl rand::RngCore`. Every structure is owned by one shard and
@@ -13,6 +14,7 @@
 //! - [`inbox`]: per-user queues of messages and receipts.
 //! - [`dedup`]: `(sender, client_msg_id) -> server_msg_id` windows.
 //! - [`ids`]: server message ids, unique across shards.
+//! - [`hash`]: the keyed fast hasher of the maps keyed by ids.
 //! - [`body`]: message body checks (sizes, media references).
 //! - [`error`]: the crate error, mapping to protocol error codes.
 //! - [`conn`], [`mesh`], [`action`]: connections, messages between shards,
@@ -25,6 +27,7 @@ pub mod body;
 pub mod conn;
 pub mod dedup;
 pub mod error;
+pub mod hash;
 pub mod ids;
 pub mod inbox;
 pub mod limits;

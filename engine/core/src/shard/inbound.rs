@@ -116,7 +116,9 @@ impl Shard {
                 if let Some(c) = self.conns.get_mut(conn) {
                     c.phase = Phase::Anonymous;
                 }
-                let server_name = self.cfg.server_name.clone();
+                // Moved out and put back, not cloned: `send_frame` needs
+                // `&mut self`, and a clone would allocate on every Hello.
+                let server_name = std::mem::take(&mut self.cfg.server_name);
                 self.send_frame(
                     conn,
                     &Frame::HelloOk(HelloOk {
@@ -126,6 +128,7 @@ impl Shard {
                         max_frame_len: self.wire_limits.max_frame_len,
                     }),
                 );
+                self.cfg.server_name = server_name;
                 Flow::Continue
             }
             (Phase::AwaitHello, other) => {

@@ -295,7 +295,7 @@ impl Shard {
         } else {
             self.stats.receipts_stored += 1;
         }
-        self.pump(to, now_ms);
+        self.pump_new_item(to, now_ms);
         Ok((
             Stored {
                 server_msg_id: id,
@@ -385,11 +385,22 @@ impl Shard {
                 if let Some(record) = record {
                     self.append(record);
                 }
-                self.pump(push.to, now_ms);
+                self.pump_new_item(push.to, now_ms);
             }
             // The sender's own inbox is full (long offline): the receipt is
             // counted as dropped; the message itself was delivered.
             Err(_) => self.stats.receipts_dropped += 1,
+        }
+    }
+
+    /// After an item was queued for `user`: streams it unless it must wait
+    /// for its record. With durability on, it cannot go out yet and
+    /// `handle_durable` pumps it; every item queued before it was pumped
+    /// when it last became sendable (durable, window or buffer freed,
+    /// login), so a pump here would only cost lookups.
+    fn pump_new_item(&mut self, user: UserId, now_ms: u64) {
+        if !self.dur.enabled {
+            self.pump(user, now_ms);
         }
     }
 

@@ -16,7 +16,7 @@ mod inbound;
 mod messaging;
 mod timers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use rand::rngs::StdRng;
@@ -27,6 +27,7 @@ use crate::account::AccountTable;
 use crate::action::{Action, SmsJob};
 use crate::conn::{Conn, ConnId, ConnTable, MigrationState, Phase};
 use crate::dedup::Dedup;
+use crate::hash::IdMap;
 use crate::ids::IdAllocator;
 use crate::inbox::Inboxes;
 use crate::limits::Limits;
@@ -36,7 +37,7 @@ use crate::pin::PinRegistry;
 use crate::rate::RateLimiter;
 use crate::user::UserId;
 
-pub use timers::TICK_MS;
+pub use timers::{SWEEP_SLOTS_PER_CALL_MAX, TICK_MS};
 
 /// How often an anonymous connection may move between shards before it is
 /// closed (each RequestPin/VerifyPin/Login may name a user elsewhere).
@@ -135,7 +136,9 @@ pub struct Shard {
     cfg: ShardConfig,
     wire_limits: WireLimits,
     conns: ConnTable,
-    online: HashMap<UserId, ConnId>,
+    /// Keyed fast hash (`crate::hash`): looked up on every pump; its keys
+    /// are logged-in users.
+    online: IdMap<UserId, ConnId>,
     accounts: AccountTable,
     pins: PinRegistry,
     login_failures_user: RateLimiter<UserId>,
@@ -145,7 +148,8 @@ pub struct Shard {
     /// Per-pair floors after transient refusals (I2).
     floors: Floors,
     ids: IdAllocator,
-    sms_jobs: HashMap<u64, (ConnId, UserId)>,
+    /// Keyed by our own job counter.
+    sms_jobs: IdMap<u64, (ConnId, UserId)>,
     next_sms_job: u64,
     actions: VecDeque<Action>,
     encoder: Encoder,
@@ -169,7 +173,7 @@ impl Shard {
         Self {
             wire_limits,
             conns: ConnTable::new(limits.connections_per_shard_max),
-            online: HashMap::new(),
+            online: IdMap::default(),
             accounts: AccountTable::new(),
             pins: PinRegistry::new(limits),
             login_failures_user: RateLimiter::new(
@@ -184,7 +188,7 @@ impl Shard {
             dedup: Dedup::new(limits.dedup_window_len, limits.dedup_entries_max),
             floors: Floors::new(),
             ids: IdAllocator::new(cfg.shard, 0),
-            sms_jobs: HashMap::new(),
+            sms_jobs: IdMap::default(),
             next_sms_job: 1,
             actions: VecDeque::new(),
             encoder: Encoder::new(&wire_limits),

@@ -975,6 +975,91 @@ fn login_timeout_and_idle_timeout_with_keepalive() {
     }));
 }
 
+/// A shard with `n` fresh connections opened at time 0, login deadlines
+/// out of the way, and keepalive due at once: every connection the sweep
+/// checks gets a Ping (one `Action::Wake`), so Wakes count checks.
+fn shard_for_sweep(n: usize) -> Shard {
+    let limits = Limits {
+        connections_per_shard_max: n,
+        login_timeout_ms: u64::MAX / 4,
+        ping_interval_ms: 1,
+        ..Limits::default()
+    };
+    let mut shard = Shard::new(ShardConfig::new(0, 1, limits), [7u8; 32]);
+    for _ in 0..n {
+        shard.open(PEER, 0).unwrap();
+    }
+    shard
+}
+
+/// Wakes queued since the last call: connections the sweep pinged.
+fn pinged(shard: &mut Shard) -> usize {
+    let mut n = 0;
+    while let Some(action) = shard.poll_action() {
+        if matches!(action, Action::Wake(_)) {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn sweep_paces_a_pass_over_one_interval() {
+    const CONNS: usize = 1_000;
+    let mut shard = shard_for_sweep(CONNS);
+    shard.handle_timeout(0);
+    assert_eq!(pinged(&mut shard), 0, "no time has passed in this pass");
+    // A pass takes 1,000 ms: each 100 ms tick checks a tenth of the slots.
+    for tick in 1..=10u64 {
+        shard.handle_timeout(tick * TICK_MS);
+        assert_eq!(pinged(&mut shard), CONNS / 10, "tick {tick}");
+    }
+    // The pass is over; the next one finds everyone already pinged.
+    for tick in 11..=20u64 {
+        shard.handle_timeout(tick * TICK_MS);
+        assert_eq!(pinged(&mut shard), 0, "tick {tick}");
+    }
+    assert_eq!(shard.connections(), CONNS);
+}
+
+#[test]
+fn sweep_checks_at_most_its_bound_per_call() {
+    const EXTRA: usize = 100;
+    let mut shard = shard_for_sweep(SWEEP_SLOTS_PER_CALL_MAX + EXTRA);
+    // A whole interval (or more) is due at once: the call stops at the
+    // bound, the next ones finish the pass.
+    shard.handle_timeout(10_000);
+    assert_eq!(pinged(&mut shard), SWEEP_SLOTS_PER_CALL_MAX);
+    shard.handle_timeout(10_000);
+    assert_eq!(pinged(&mut shard), EXTRA, "the rest of the pass");
+    shard.handle_timeout(10_000);
+    assert_eq!(pinged(&mut shard), 0, "a new pass, no time in it yet");
+}
+
+#[test]
+fn idle_connections_past_the_sweep_bound_are_all_cut() {
+    const EXTRA: usize = 10;
+    let n = SWEEP_SLOTS_PER_CALL_MAX + EXTRA;
+    let mut shard = shard_for_sweep(n);
+    let idle_ms = Limits::default().idle_timeout_ms;
+    let mut closed = 0;
+    let mut calls = 0;
+    while closed < n {
+        calls += 1;
+        assert!(calls <= 2, "{closed} of {n} closed after {calls} calls");
+        shard.handle_timeout(idle_ms);
+        while let Some(action) = shard.poll_action() {
+            if let Action::Close(conn) = action {
+                closed += 1;
+                shard.handle_closed(conn, idle_ms);
+            }
+        }
+    }
+    assert_eq!(calls, 2);
+    assert_eq!(shard.connections(), 0);
+    assert_eq!(shard.stats().errors(ErrorCode::IdleTimeout), n as u64);
+}
+
 #[test]
 fn connection_bound_per_shard() {
     let limits = Limits {
