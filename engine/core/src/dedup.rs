@@ -22,7 +22,9 @@
 //! Rebuilt from the log by calling `insert` for each accepted message in
 //! log order: the same path as live use.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hash::IdMap;
 use std::fmt;
 
 use crate::limits::Limits;
@@ -46,7 +48,7 @@ struct Window {
 pub struct Dedup {
     window_len: usize,
     entries_max: usize,
-    senders: HashMap<UserId, Window>,
+    senders: IdMap<UserId, Window>,
     /// One sender id per insert, oldest first: the shard-wide FIFO.
     order: VecDeque<UserId>,
     /// Live entries (sum of the windows' lengths).
@@ -77,7 +79,7 @@ impl Dedup {
         Self {
             window_len: window_len.max(1),
             entries_max: entries_max.max(1),
-            senders: HashMap::new(),
+            senders: IdMap::default(),
             order: VecDeque::new(),
             len: 0,
         }

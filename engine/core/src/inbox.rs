@@ -37,7 +37,9 @@
 //! acknowledgement.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+
+use crate::hash::IdMap;
 use std::fmt;
 
 use tern_wire::{ErrorCode, ReceiptKind};
@@ -234,7 +236,7 @@ pub struct Inboxes {
     user_len_max: usize,
     shard_items_max: usize,
     shard_bytes_max: usize,
-    queues: HashMap<UserId, Queue>,
+    queues: IdMap<UserId, Queue>,
     total_len: usize,
     total_bytes: usize,
     /// Entries whose body is only on disk.
@@ -275,7 +277,7 @@ impl Inboxes {
             user_len_max: user_len_max.min(u32::MAX as usize),
             shard_items_max,
             shard_bytes_max,
-            queues: HashMap::new(),
+            queues: IdMap::default(),
             total_len: 0,
             total_bytes: 0,
             spilled_len: 0,

@@ -16,7 +16,9 @@
 //! retries F, say one that was reinstalled, must not block the pair
 //! forever). Both only ever cost order for that pair, never a message.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hash::IdMap;
 
 use tern_wire::ErrorCode;
 
@@ -38,7 +40,7 @@ struct Floor {
 /// The floors of one shard.
 #[derive(Debug, Default)]
 pub struct Floors {
-    floors: HashMap<(UserId, UserId), Floor>,
+    floors: IdMap<(UserId, UserId), Floor>,
     /// Pairs in the order their floor was set, for eviction when full
     /// (may name pairs whose floor was lifted since: skipped then).
     order: VecDeque<(UserId, UserId)>,

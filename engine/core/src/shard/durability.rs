@@ -82,6 +82,9 @@ pub(super) struct Durability {
     /// The log has more bytes waiting for disk than it should take: new
     /// stores are refused (ShardUnavailable) until it drains.
     pub(super) backpressure: bool,
+    /// Reused by `handle_durable` (once per group commit) for the users to
+    /// pump, so it allocates nothing in steady state.
+    users_scratch: Vec<UserId>,
 }
 
 impl Durability {
@@ -149,7 +152,8 @@ impl Shard {
             return;
         }
         self.dur.durable_seq = seq;
-        let mut users = Vec::new();
+        let mut users = std::mem::take(&mut self.dur.users_scratch);
+        users.clear();
         while let Some(&(s, id, user, loc)) = self.dur.pending_items.front() {
             if s > seq {
                 break;
@@ -178,9 +182,10 @@ impl Shard {
         }
         users.sort_unstable();
         users.dedup();
-        for user in users {
+        for &user in &users {
             self.pump(user, now_ms);
         }
+        self.dur.users_scratch = users;
     }
 
     /// The runtime appended record `seq` (the last `Action::Append`) at log
