@@ -12,9 +12,11 @@
 //! 1. accounts: `Shard::replay(Record::Account)` for every user (the
 //!    session users and the offline recipients), so no PIN flow is needed;
 //! 2. queued: `Shard::replay(Record::ItemStored)` for M messages to offline
-//!    recipients (K each, interleaved in arrival order), each item holding
+//!    recipients (K each, interleaved in arrival order), each record holding
 //!    the encoded Deliver frame of a text of `--body-bytes` bytes, as the
-//!    live store does; then `finish_recovery`;
+//!    live store does; replay keeps only the ring entry and the record's
+//!    log position (the body stays on disk), as after a restart or for a
+//!    user offline when the message became durable; then `finish_recovery`;
 //! 3. sessions: for each session user, `open` on its home shard, then
 //!    `handle_bytes` with Hello + Login, then `take_output` (LoginOk is
 //!    checked) into a fresh buffer that is dropped: the connection is left
@@ -474,7 +476,7 @@ fn main() {
         per_of("accounts")
     );
     println!(
-        "bytes per queued message ({}-byte text; item in the ring + the Deliver frame it owns): {:.1}",
+        "bytes per queued message ({}-byte text; its ring entry, restored spilled as after a restart: the Deliver frame stays in the log): {:.1}",
         args.body_bytes,
         per_of("queued")
     );
