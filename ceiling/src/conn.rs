@@ -118,6 +118,15 @@ enum Failure {
     Slow,
 }
 
+/// A reset is the client closing (load generators close with RST to
+/// leave no TIME_WAIT behind); anything else is a socket error.
+fn read_failure(e: &std::io::Error) -> Failure {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset => Failure::Closed,
+        _ => Failure::Io,
+    }
+}
+
 impl Failure {
     fn close(&self) -> Close {
         match self {
@@ -339,7 +348,7 @@ fn poll_hello(
         let n = match Pin::new(&mut side.stream).poll_read(cx, read) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(Refusal::Close(Failure::Closed))),
-            Poll::Ready(Err(_)) => return Poll::Ready(Err(Refusal::Close(Failure::Io))),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(Refusal::Close(read_failure(&e)))),
             Poll::Ready(Ok(n)) => n,
         };
         let bytes = read.get(..n).unwrap_or_default();
@@ -509,7 +518,7 @@ fn pump(
         let n = match Pin::new(&mut from.stream).poll_read(cx, read) {
             Poll::Pending => return Ok(false),
             Poll::Ready(Ok(0)) => return Err((false, Failure::Closed)),
-            Poll::Ready(Err(_)) => return Err((false, Failure::Io)),
+            Poll::Ready(Err(e)) => return Err((false, read_failure(&e))),
             Poll::Ready(Ok(n)) => n,
         };
         let bytes = read.get(..n).unwrap_or_default();
