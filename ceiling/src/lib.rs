@@ -8,7 +8,8 @@
 //! have said hello, every later frame is forwarded verbatim to the peer:
 //! the payload is never parsed, nothing is stored, nothing is acknowledged.
 //!
-//! Placement: **one port per core** (core k listens on `listen.port + k`),
+//! Placement: **one port per core** (core k listens on `listen.port + k`;
+//! [`Config::shared_port`] puts every core on one port, for handshakes),
 //! not SO_REUSEPORT on one port, so a client that connects both ends of a
 //! pair to the same port gets them on the same core and the forwarding
 //! never crosses cores. That makes this an upper bound: Tern moves each
@@ -111,6 +112,12 @@ pub struct Config {
     /// Core 0's address; core k listens on port + k. Port 0: core 0 takes
     /// a free port and the others follow it.
     pub listen: SocketAddr,
+    /// Every core listens on `listen`'s port instead (SO_REUSEPORT, the
+    /// kernel spreads connections over the cores, as with Tern's shards).
+    /// The two ends of a pair then land on cores by chance and pair only
+    /// when they meet on one: for accept and handshake measurements, where
+    /// Tern's listener layout is the fair one.
+    pub shared_port: bool,
     /// Executors, one per core.
     pub cores: usize,
     /// Pin executor k to CPU k.
@@ -276,7 +283,8 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Core k's address is `addrs()[k]` (consecutive ports).
+    /// Core k's address is `addrs()[k]` (consecutive ports, or all the same
+    /// with [`Config::shared_port`]).
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
@@ -356,6 +364,10 @@ pub fn start(cfg: Config) -> Result<Handle, CeilingError> {
             Err(_) => return Err(CeilingError::Start(format!("core {k} died starting"))),
         };
         handle.addrs.push(addr);
+        if cfg.shared_port {
+            next = addr;
+            continue;
+        }
         let port = addr.port().checked_add(1).ok_or_else(|| {
             CeilingError::Config(format!("no port after {} for core {}", addr, k + 1))
         });

@@ -25,6 +25,11 @@ struct Cli {
     /// Core 0's address; core k listens on the next ports (PORT + k).
     #[arg(long, default_value = LISTEN_DEFAULT)]
     listen: SocketAddr,
+    /// Every core listens on the --listen port (SO_REUSEPORT, the kernel
+    /// spreads connections, as over Tern's shards). The ends of a pair then
+    /// meet only by chance: for accept/handshake measurements.
+    #[arg(long)]
+    shared_port: bool,
     /// Executors (one per core). [default: the available cores]
     #[arg(long)]
     cores: Option<usize>,
@@ -110,6 +115,7 @@ fn run(cli: &Cli) -> Result<(), tern_ceiling::CeilingError> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let handle = tern_ceiling::start(Config {
         listen: cli.listen,
+        shared_port: cli.shared_port,
         cores,
         pin_cores: !cli.no_pin,
         tls: tls.clone(),
@@ -118,8 +124,7 @@ fn run(cli: &Cli) -> Result<(), tern_ceiling::CeilingError> {
     let addrs = handle.addrs();
     let ports: Vec<String> = addrs.iter().map(|a| a.port().to_string()).collect();
     eprintln!(
-        "tern-ceiling: listening on {} ports {} ({} cores, {}); pair k connects both ends to \
-         port {} + k % {}",
+        "tern-ceiling: listening on {} ports {} ({} cores, {}); {}",
         addrs.first().map_or(String::new(), |a| a.ip().to_string()),
         ports.join(","),
         addrs.len(),
@@ -128,8 +133,15 @@ fn run(cli: &Cli) -> Result<(), tern_ceiling::CeilingError> {
         } else {
             "PLAINTEXT"
         },
-        ports.first().map_or("?", String::as_str),
-        addrs.len()
+        if cli.shared_port {
+            "one port shared by every core (pairs meet only by chance)".to_owned()
+        } else {
+            format!(
+                "pair k connects both ends to port {} + k % {}",
+                ports.first().map_or("?", String::as_str),
+                addrs.len()
+            )
+        }
     );
     let stop = handle.stop_flag();
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -35,6 +35,10 @@ struct Ceiling {
 
 impl Ceiling {
     fn start(tag: &str, tls: bool, cores: usize, limits: Limits) -> Self {
+        Self::start_with(tag, tls, cores, false, limits)
+    }
+
+    fn start_with(tag: &str, tls: bool, cores: usize, shared_port: bool, limits: Limits) -> Self {
         let dir = std::env::temp_dir().join(format!("tern-ceiling-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (server_tls, client_tls) = if tls {
@@ -48,6 +52,7 @@ impl Ceiling {
         };
         let handle = tern_ceiling::start(Config {
             listen: "127.0.0.1:0".parse().unwrap(),
+            shared_port,
             cores,
             pin_cores: false,
             tls: server_tls,
@@ -398,6 +403,20 @@ fn connections_above_the_bound_are_closed_at_once() {
         }
         assert!(Instant::now() < deadline, "{:?}", c.handle().stats());
     }
+}
+
+#[test]
+fn a_shared_port_takes_handshakes_on_every_core() {
+    let c = Ceiling::start_with("shared", true, 2, true, Limits::default());
+    assert_eq!(c.addr(0), c.addr(1), "one port");
+    // Full TLS handshakes (with ALPN checked), then a reset or a close,
+    // as `tern-loadgen --mode handshake` does.
+    for _ in 0..20 {
+        drop(c.connect(0));
+    }
+    c.wait_stats("all accepted", |s| s.accepted == 20);
+    c.wait_stats("all closed", |s| s.closed(Close::ClientClosed) == 20);
+    assert_eq!(c.handle().stats().hellos, 0);
 }
 
 #[test]

@@ -32,6 +32,7 @@ impl Ceiling {
         let identity = tls.then(|| tern_engine::tls::load_or_generate(&dir, &[]).unwrap());
         let handle = tern_ceiling::start(Config {
             listen: "127.0.0.1:0".parse().unwrap(),
+            shared_port: false,
             cores,
             pin_cores: false,
             tls: identity
