@@ -72,6 +72,8 @@ pub(crate) struct Conn {
     pub(crate) generation: u32,
     /// When `connect()` was called.
     pub(crate) started: Instant,
+    /// When TCP was up (the TLS handshake starts then).
+    pub(crate) tcp_up: Option<Instant>,
     /// When TCP (and TLS) were up.
     pub(crate) opened: Option<Instant>,
     /// Plaintext mode: bytes not yet written.
@@ -147,6 +149,7 @@ impl Conn {
             stage: Stage::TcpConnecting,
             generation,
             started: now,
+            tcp_up: None,
             opened: None,
             out: Vec::new(),
             out_pos: 0,
@@ -174,6 +177,7 @@ impl Conn {
                 Err(e) if e.kind() == ErrorKind::NotConnected => return Ok(false),
                 Err(e) => return Err(ConnError::Io(e.kind())),
             }
+            self.tcp_up = Some(now);
             if self.tls.is_some() {
                 self.stage = Stage::Handshaking;
             } else {

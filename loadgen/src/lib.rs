@@ -14,6 +14,8 @@
 //! - [`scenario`]: flags + TOML → [`Scenario`], validated.
 //! - [`pairing`]: users, pairs, workers, source addresses, offline plan.
 //! - [`worker`]: the per-worker event loop (sessions, sockets, timers).
+//! - [`raw`]: the worker without sessions: `--target ceiling` (the raw
+//!   forwarding ceiling) and `--mode handshake` (TLS handshakes/s).
 //! - [`conn`](crate::conn) (private): one socket + TLS connection.
 //! - [`check`]: the exactly-once, in-order check.
 //! - [`hist`]: latency histograms that merge across processes.
@@ -32,6 +34,7 @@ pub mod num;
 pub mod outbox;
 pub mod pairing;
 pub mod proto;
+pub mod raw;
 pub mod report;
 pub mod run;
 pub mod scenario;
@@ -41,4 +44,4 @@ pub mod worker;
 pub use error::LoadgenError;
 pub use report::Report;
 pub use run::{run, worker_main, RunOptions};
-pub use scenario::{Cli, Mode, Pairing, Scenario, TrustChoice, WindowUntil};
+pub use scenario::{Cli, Mode, Pairing, Scenario, Target, TrustChoice, WindowUntil};

@@ -66,6 +66,9 @@ pub struct Counters {
     pub errors: u64,
     /// Messages and receipts from an earlier run, ignored.
     pub stale: u64,
+    /// `--mode handshake`: TLS handshakes completed.
+    #[serde(default)]
+    pub handshakes: u64,
 }
 
 impl Counters {
@@ -82,6 +85,7 @@ impl Counters {
         self.omitted += o.omitted;
         self.errors += o.errors;
         self.stale += o.stale;
+        self.handshakes += o.handshakes;
     }
 
     /// `self - earlier`, field by field (saturating; `conns_up` is kept).
@@ -98,6 +102,7 @@ impl Counters {
             omitted: self.omitted.saturating_sub(earlier.omitted),
             errors: self.errors.saturating_sub(earlier.errors),
             stale: self.stale.saturating_sub(earlier.stale),
+            handshakes: self.handshakes.saturating_sub(earlier.handshakes),
         }
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::check::CheckSummary;
 use crate::hist::LatencySummary;
 use crate::proto::Counters;
-use crate::scenario::{Mode, Scenario};
+use crate::scenario::{Mode, Scenario, Target};
 
 /// Schema name and version written into every report.
 pub const SCHEMA: &str = "tern-loadgen/1";
@@ -65,6 +65,12 @@ pub struct Throughput {
     pub acks_per_s: f64,
     /// `receipts / run_seconds`.
     pub receipts_per_s: f64,
+    /// `--mode handshake`: TLS handshakes completed in the run phase.
+    #[serde(default)]
+    pub handshakes: u64,
+    /// `handshakes / run_seconds`.
+    #[serde(default)]
+    pub handshakes_per_s: f64,
 }
 
 /// Server process figures from /proc (with `--server-pid`).
@@ -90,6 +96,10 @@ pub struct ServerStats {
     pub cpu_us_per_message: f64,
     /// Server CPU during the run phase / run seconds (1.0 = one core).
     pub cpu_cores_busy: f64,
+    /// `--mode handshake`: server CPU during the run phase / handshakes
+    /// completed in it, µs.
+    #[serde(default)]
+    pub cpu_us_per_handshake: f64,
     /// Server CPU time over the whole load run, seconds.
     pub cpu_total_s: f64,
 }
@@ -101,6 +111,9 @@ pub struct LoadgenStats {
     pub cpu_s: f64,
     /// That CPU time per delivered message (whole run), µs.
     pub cpu_us_per_message: f64,
+    /// `--mode handshake`: that CPU time per handshake (whole run), µs.
+    #[serde(default)]
+    pub cpu_us_per_handshake: f64,
 }
 
 /// One second of progress, summed over workers.
@@ -167,7 +180,7 @@ pub struct Report {
     /// Counters over the whole run (drain included).
     pub totals: Counters,
     /// Latency percentiles by name (connect, login, ack, deliver, receipt,
-    /// read), microseconds.
+    /// read; handshake and pair in raw runs), microseconds.
     pub latency_us: BTreeMap<String, LatencySummary>,
     /// Errors by name.
     pub errors: BTreeMap<String, u64>,
@@ -215,11 +228,12 @@ impl Report {
                 s.outstanding
             ),
             Mode::Idle => "idle (no messages)".to_owned(),
+            Mode::Handshake => "TLS handshakes (connect, handshake, close)".to_owned(),
         };
         let _ = writeln!(
             o,
             "tern-loadgen: {} connections ({} procs, {} source IPs), {:?} pairs, {mode}, \
-             {} B bodies, {} s, {}{}{}",
+             {} B bodies, {} s, {}{}{}{}",
             thousands(s.connections.into()),
             self.procs,
             self.source_ips,
@@ -227,6 +241,11 @@ impl Report {
             s.body_bytes,
             s.duration_s,
             if s.tls() { "TLS" } else { "PLAINTEXT" },
+            match (s.target, s.server_ports) {
+                (Target::Tern, 1) => String::new(),
+                (t, 1) => format!(", target {t:?}"),
+                (t, n) => format!(", target {t:?} on {n} ports"),
+            },
             if s.read_receipts {
                 ", read receipts"
             } else {
@@ -268,28 +287,48 @@ impl Report {
             c.ramp_seconds
         );
         let t = &self.throughput;
-        let _ = writeln!(
-            o,
-            "throughput     {} msgs/s delivered, {} acks/s, {} receipts/s over {:.1} s \
+        if s.mode == Mode::Handshake {
+            let _ = writeln!(
+                o,
+                "handshakes     {} /s over {:.1} s ({} completed, {} concurrent)",
+                rate(t.handshakes_per_s),
+                t.run_seconds,
+                thousands(t.handshakes),
+                thousands(s.connections.into())
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "throughput     {} msgs/s delivered, {} acks/s, {} receipts/s over {:.1} s \
              (sent {}, delivered {}{})",
-            rate(t.messages_per_s),
-            rate(t.acks_per_s),
-            rate(t.receipts_per_s),
-            t.run_seconds,
-            thousands(t.sent),
-            thousands(t.delivered),
-            if t.omitted > 0 {
-                format!(", omitted slots {}", thousands(t.omitted))
-            } else {
-                String::new()
-            }
-        );
+                rate(t.messages_per_s),
+                rate(t.acks_per_s),
+                rate(t.receipts_per_s),
+                t.run_seconds,
+                thousands(t.sent),
+                thousands(t.delivered),
+                if t.omitted > 0 {
+                    format!(", omitted slots {}", thousands(t.omitted))
+                } else {
+                    String::new()
+                }
+            );
+        }
         let _ = writeln!(
             o,
             "latency (µs)   {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "count", "p50", "p90", "p99", "p99.9", "max"
         );
-        for name in ["connect", "login", "ack", "deliver", "receipt", "read"] {
+        for name in [
+            "connect",
+            "handshake",
+            "login",
+            "pair",
+            "ack",
+            "deliver",
+            "receipt",
+            "read",
+        ] {
             if let Some(l) = self.latency_us.get(name).filter(|l| l.count > 0) {
                 let _ = writeln!(
                     o,
@@ -319,17 +358,34 @@ impl Report {
                 sv.rss_per_connection_bytes,
                 thousands(sv.rss_peak_kib)
             );
+            if s.mode == Mode::Handshake {
+                let _ = writeln!(
+                    o,
+                    "server cpu     {:.2} s in the run ({:.2} cores): {:.2} µs per handshake",
+                    sv.cpu_run_s, sv.cpu_cores_busy, sv.cpu_us_per_handshake
+                );
+            } else {
+                let _ = writeln!(
+                    o,
+                    "server cpu     {:.2} s in the run ({:.2} cores): {:.2} µs per delivered \
+                     message",
+                    sv.cpu_run_s, sv.cpu_cores_busy, sv.cpu_us_per_message
+                );
+            }
+        }
+        if s.mode == Mode::Handshake {
             let _ = writeln!(
                 o,
-                "server cpu     {:.2} s in the run ({:.2} cores): {:.2} µs per delivered message",
-                sv.cpu_run_s, sv.cpu_cores_busy, sv.cpu_us_per_message
+                "loadgen cpu    {:.2} s ({:.2} µs per handshake)",
+                self.loadgen.cpu_s, self.loadgen.cpu_us_per_handshake
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "loadgen cpu    {:.2} s ({:.2} µs per delivered message)",
+                self.loadgen.cpu_s, self.loadgen.cpu_us_per_message
             );
         }
-        let _ = writeln!(
-            o,
-            "loadgen cpu    {:.2} s ({:.2} µs per delivered message)",
-            self.loadgen.cpu_s, self.loadgen.cpu_us_per_message
-        );
         let k = &self.check;
         let _ = writeln!(
             o,

@@ -28,7 +28,20 @@ use crate::report::{
 };
 use crate::scenario::Scenario;
 use crate::sys::{self, ProcSample};
-use crate::worker::run_worker;
+
+/// Runs one worker: the raw worker for the ceiling target and handshake
+/// runs, the session worker otherwise.
+fn run_worker(
+    cfg: WorkerConfig,
+    commands: &Receiver<Command>,
+    emit: &mut dyn FnMut(&WorkerMsg),
+) -> Result<(), LoadgenError> {
+    if cfg.scenario.raw() {
+        crate::raw::run_worker(cfg, commands, emit)
+    } else {
+        crate::worker::run_worker(cfg, commands, emit)
+    }
+}
 
 /// Slack added to every phase deadline of the parent.
 pub const PHASE_SLACK_S: f64 = 30.0;
@@ -662,6 +675,11 @@ impl Parent<'_> {
                     } else {
                         0.0
                     },
+                    cpu_us_per_handshake: if run.handshakes > 0 {
+                        run_cpu_us as f64 / run.handshakes as f64
+                    } else {
+                        0.0
+                    },
                     cpu_total_s: end.cpu_us.saturating_sub(start.cpu_us) as f64 / 1e6,
                 })
             }
@@ -710,6 +728,8 @@ impl Parent<'_> {
                 messages_per_s: per_s(run.delivered),
                 acks_per_s: per_s(run.acked),
                 receipts_per_s: per_s(run.receipts),
+                handshakes: run.handshakes,
+                handshakes_per_s: per_s(run.handshakes),
             },
             totals,
             latency_us,
@@ -720,6 +740,11 @@ impl Parent<'_> {
                 cpu_s: cpu_us as f64 / 1e6,
                 cpu_us_per_message: if totals.delivered > 0 {
                     cpu_us as f64 / totals.delivered as f64
+                } else {
+                    0.0
+                },
+                cpu_us_per_handshake: if totals.handshakes > 0 {
+                    cpu_us as f64 / totals.handshakes as f64
                 } else {
                     0.0
                 },

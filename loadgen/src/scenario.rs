@@ -37,6 +37,23 @@ pub const SOURCE_IP_FIRST_DEFAULT: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 1);
 pub const CONNS_PER_SOURCE_IP_DEFAULT: u32 = 4_000;
 /// Default first phone number: users are `+{phone_base + i}`.
 pub const PHONE_BASE_DEFAULT: u64 = 15_550_000_000;
+/// Most consecutive server ports (`--server-ports`, one per core of
+/// tern-ceiling).
+pub const SERVER_PORTS_MAX: u32 = 1_024;
+
+/// What the generator talks to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// A Tern server: registration, login, the real protocol, receipts.
+    #[default]
+    Tern,
+    /// tern-ceiling, the raw forwarding ceiling: no provisioning or login;
+    /// each connection sends a hello naming itself and its partner, then
+    /// message frames of the same body size go through verbatim and each
+    /// recipient answers with a small receipt frame.
+    Ceiling,
+}
 
 /// Who sends to whom. Either way each sender has exactly one fixed
 /// recipient and each recipient exactly one sender.
@@ -63,6 +80,10 @@ pub enum Mode {
     /// Connect and log in, then hold the connections idle (memory per
     /// idle session); no messages.
     Idle,
+    /// TLS handshakes per second: each of the connections repeatedly
+    /// connects, completes the TLS 1.3 handshake (ALPN tern/1) and closes,
+    /// for the duration. No protocol, no login; any target.
+    Handshake,
 }
 
 /// When a closed-loop message stops counting against its sender's window.
@@ -90,8 +111,15 @@ pub enum TrustChoice {
 /// A complete, validated run description.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scenario {
+    /// What the generator talks to.
+    #[serde(default)]
+    pub target: Target,
     /// Server address, `HOST:PORT` (loopback only).
     pub server: String,
+    /// The server listens on this many consecutive ports from `server`'s
+    /// port; pair k uses port + k % server_ports.
+    #[serde(default = "one")]
+    pub server_ports: u32,
     /// TLS server name; default: the host part of `server`.
     pub server_name: Option<String>,
     /// Trust.
@@ -152,10 +180,16 @@ pub struct Scenario {
     pub progress: bool,
 }
 
+fn one() -> u32 {
+    1
+}
+
 impl Default for Scenario {
     fn default() -> Self {
         Self {
+            target: Target::Tern,
             server: "127.0.0.1:7443".to_owned(),
+            server_ports: 1,
             server_name: None,
             trust: TrustChoice::InsecurePlaintext,
             connections: 1_000,
@@ -193,7 +227,9 @@ impl Default for Scenario {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
+    pub target: Option<Target>,
     pub server: Option<String>,
+    pub server_ports: Option<u32>,
     pub server_name: Option<String>,
     pub ca_cert: Option<PathBuf>,
     pub pin_sha256: Option<String>,
@@ -241,9 +277,20 @@ pub struct Cli {
     /// TOML scenario file; options given here override its values.
     #[arg(long, value_name = "FILE")]
     pub scenario: Option<PathBuf>,
+    /// tern: a Tern server (provisioning, login, the real protocol);
+    /// ceiling: tern-ceiling, the raw forwarding ceiling (hello, then
+    /// verbatim frames and receipt frames; no provisioning or login).
+    /// [default: tern]
+    #[arg(long, value_enum)]
+    pub target: Option<Target>,
     /// Server address HOST:PORT (loopback addresses only). [default: 127.0.0.1:7443]
     #[arg(long)]
     pub server: Option<String>,
+    /// The server listens on N consecutive ports from --server's port
+    /// (tern-ceiling: one per core); both ends of pair k connect to port +
+    /// k % N. Tern listens on one. [default: 1]
+    #[arg(long, value_name = "N")]
+    pub server_ports: Option<u32>,
     /// TLS server name to verify. [default: the host part of --server]
     #[arg(long)]
     pub server_name: Option<String>,
@@ -259,7 +306,8 @@ pub struct Cli {
     /// too. Give `false` to override a scenario file.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub insecure_plaintext: Option<bool>,
-    /// Connections, one user each; must be even (users are paired). [default: 1000]
+    /// Connections, one user each; must be even (users are paired). With
+    /// --mode handshake: handshakes in progress at once. [default: 1000]
     #[arg(short = 'c', long)]
     pub connections: Option<u32>,
     /// mutual: users 2k and 2k+1 message each other; one-way: 2k sends to
@@ -268,7 +316,9 @@ pub struct Cli {
     pub pairing: Option<Pairing>,
     /// closed: max throughput with --outstanding messages in flight per
     /// sender; open: constant --rate with coordinated-omission correction;
-    /// idle: connect and hold (memory per idle session). [default: closed]
+    /// idle: connect and hold (memory per idle session); handshake: each
+    /// connection repeatedly connects, completes the TLS handshake and
+    /// closes (handshakes/s; needs TLS). [default: closed]
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
     /// Open loop: messages per second over all senders. [default: 10000]
@@ -280,7 +330,8 @@ pub struct Cli {
     #[arg(long)]
     pub outstanding: Option<u32>,
     /// Closed loop: a message leaves its sender's window at its ServerAck
-    /// (ack) or at its delivered receipt (delivered, the full cycle).
+    /// (ack) or at its delivered receipt (delivered, the full cycle; with
+    /// --target ceiling, the recipient's receipt frame, the only choice).
     /// [default: delivered]
     #[arg(long, value_enum)]
     pub window_until: Option<WindowUntil>,
@@ -365,7 +416,9 @@ impl Cli {
     /// exactly like a second file).
     fn as_layer(&self) -> ScenarioFile {
         ScenarioFile {
+            target: self.target,
             server: self.server.clone(),
+            server_ports: self.server_ports,
             server_name: self.server_name.clone(),
             ca_cert: self.ca_cert.clone(),
             pin_sha256: self.pin_sha256.clone(),
@@ -459,7 +512,9 @@ impl Scenario {
                 };
             }
             set!(
+                target <- target,
                 server <- server,
+                server_ports <- server_ports,
                 connections <- connections,
                 pairing <- pairing,
                 mode <- mode,
@@ -582,6 +637,7 @@ impl Scenario {
         if self.server_shards == Some(0) {
             return bad("server_shards must be at least 1".to_owned());
         }
+        self.validate_target()?;
         let procs = self.procs();
         if procs == 0 || procs > PROCS_MAX {
             return bad(format!("procs must be 1..={PROCS_MAX}"));
@@ -610,6 +666,68 @@ impl Scenario {
             ));
         }
         Ok(())
+    }
+
+    /// The rules of `--target ceiling`, `--mode handshake` and
+    /// `--server-ports`.
+    fn validate_target(&self) -> Result<(), LoadgenError> {
+        let bad = |m: String| Err(LoadgenError::Scenario(m));
+        if self.server_ports == 0 || self.server_ports > SERVER_PORTS_MAX {
+            return bad(format!("server_ports must be 1..={SERVER_PORTS_MAX}"));
+        }
+        let port = crate::addr::split_host_port(&self.server).map_or(0, |(_, p)| p);
+        if u32::from(port) + self.server_ports - 1 > u32::from(u16::MAX) {
+            return bad(format!(
+                "ports {port}..{port}+{} run past 65535",
+                self.server_ports
+            ));
+        }
+        let raw = self.target == Target::Ceiling || self.mode == Mode::Handshake;
+        if self.target == Target::Tern && self.server_ports > 1 && self.mode != Mode::Handshake {
+            return bad(
+                "a Tern server listens on one port (SO_REUSEPORT over its shards): \
+                 --server-ports is for --target ceiling or --mode handshake"
+                    .to_owned(),
+            );
+        }
+        if self.mode == Mode::Handshake && !self.tls() {
+            return bad(
+                "--mode handshake measures TLS handshakes: give --ca-cert or --pin-sha256"
+                    .to_owned(),
+            );
+        }
+        if raw && self.offline_fraction > 0.0 {
+            return bad("--offline-fraction needs --target tern (a server that queues)".to_owned());
+        }
+        if raw && self.read_receipts {
+            return bad("--read-receipts needs --target tern".to_owned());
+        }
+        if self.target == Target::Ceiling
+            && self.mode == Mode::Closed
+            && self.window_until == WindowUntil::Ack
+        {
+            return bad(
+                "--target ceiling has no ServerAck: its window ends at the receipt frame \
+                 (--window-until delivered)"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    /// True when the raw worker (no client sessions) runs this scenario:
+    /// the ceiling target, or handshakes only.
+    pub fn raw(&self) -> bool {
+        self.target == Target::Ceiling || self.mode == Mode::Handshake
+    }
+
+    /// The server address for pair `pair` (port + pair % server_ports).
+    pub fn server_for_pair(&self, base: std::net::SocketAddr, pair: u32) -> std::net::SocketAddr {
+        let mut addr = base;
+        let offset = pair % self.server_ports.max(1);
+        let port = u32::from(base.port()) + offset;
+        addr.set_port(u16::try_from(port).unwrap_or(base.port()));
+        addr
     }
 
     /// Worker processes: given, or one per 15,000 connections.
@@ -808,6 +926,84 @@ mod tests {
             TrustChoice::CaCert("tern-data/tls/cert.pem".into())
         );
         assert!(s.read_receipts);
+    }
+
+    #[test]
+    fn ceiling_and_handshake_rules() {
+        let s = cli(&[
+            "--insecure-plaintext",
+            "--target",
+            "ceiling",
+            "--server-ports",
+            "2",
+        ])
+        .scenario()
+        .unwrap();
+        assert_eq!(s.target, Target::Ceiling);
+        assert!(s.raw());
+        let base: std::net::SocketAddr = "127.0.0.1:7600".parse().unwrap();
+        assert_eq!(s.server_for_pair(base, 0).port(), 7600);
+        assert_eq!(s.server_for_pair(base, 1).port(), 7601);
+        assert_eq!(s.server_for_pair(base, 2).port(), 7600);
+        let s = cli(&["--pin-sha256", "ab", "--mode", "handshake"])
+            .scenario()
+            .unwrap();
+        assert!(s.raw(), "handshakes need no session");
+        assert!(!cli(&["--insecure-plaintext"]).scenario().unwrap().raw());
+        for (args, needle) in [
+            (
+                &["--insecure-plaintext", "--server-ports", "2"][..],
+                "one port",
+            ),
+            (
+                &["--insecure-plaintext", "--mode", "handshake"][..],
+                "measures TLS handshakes",
+            ),
+            (
+                &[
+                    "--insecure-plaintext",
+                    "--target",
+                    "ceiling",
+                    "--window-until",
+                    "ack",
+                ][..],
+                "no ServerAck",
+            ),
+            (
+                &[
+                    "--insecure-plaintext",
+                    "--target",
+                    "ceiling",
+                    "--read-receipts",
+                ][..],
+                "--target tern",
+            ),
+            (
+                &[
+                    "--insecure-plaintext",
+                    "--target",
+                    "ceiling",
+                    "--offline-fraction",
+                    "0.1",
+                ][..],
+                "--target tern",
+            ),
+            (
+                &[
+                    "--insecure-plaintext",
+                    "--target",
+                    "ceiling",
+                    "--server",
+                    "127.0.0.1:65535",
+                    "--server-ports",
+                    "2",
+                ][..],
+                "past 65535",
+            ),
+        ] {
+            let err = cli(args).scenario().unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
     }
 
     #[test]

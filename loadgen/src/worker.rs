@@ -586,7 +586,8 @@ impl Worker {
                     flow.next_slot = Some(first);
                     self.at(first, Timer::Slot(u));
                 }
-                Mode::Idle => {}
+                // Handshake runs are the raw worker's (crate::raw).
+                Mode::Idle | Mode::Handshake => {}
             }
         }
         let first = self.plan.users.start;
