@@ -129,6 +129,26 @@ fn client(addr: std::net::SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -
     }
 }
 
+/// Waits until the server's shards report `n` connections in all (gauges
+/// published each tick), so that closed ones are gone and new ones served.
+fn settle(started: &server::Started, n: u64) {
+    for _ in 0..300 {
+        let now: u64 = started
+            .metrics
+            .shards()
+            .iter()
+            .map(|m| m.connections.get())
+            .sum();
+        if now == n {
+            // One more tick: the tasks of closed connections have ended.
+            std::thread::sleep(Duration::from_millis(200));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the server did not reach {n} connections");
+}
+
 fn main() {
     SKIP.with(|s| s.set(true));
     let n: usize = std::env::args()
@@ -171,15 +191,14 @@ fn main() {
         .map(|_| client(addr, client_cfg.as_ref()))
         .collect();
     drop(warm);
-    std::thread::sleep(Duration::from_millis(500));
+    settle(&started, 0);
 
     let (bytes0, sizes0) = snapshot();
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
         clients.push(client(addr, client_cfg.as_ref()));
     }
-    // Let every shard go idle (poll re-arms, timers).
-    std::thread::sleep(Duration::from_millis(500));
+    settle(&started, n as u64);
     let (bytes1, sizes1) = snapshot();
 
     let per = (bytes1 - bytes0) as f64 / n as f64;
