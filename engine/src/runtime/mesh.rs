@@ -14,11 +14,12 @@ use tern_core::mesh::MeshMsg;
 pub(crate) const MESH_CHANNEL_BATCHES_MAX: usize = 1024;
 
 /// A connection moving to its user's home shard: its socket (a dup of the
-/// fd), its TLS state, and the core's view of it.
+/// fd), its TLS state (with any ciphertext received but not yet
+/// processed), and the core's view of it.
 #[derive(Debug)]
 pub(crate) struct Adopt {
     pub(crate) fd: OwnedFd,
-    pub(crate) tls: Option<Box<rustls::ServerConnection>>,
+    pub(crate) tls: Option<Box<crate::tls::session::TlsSession>>,
     pub(crate) state: MigrationState,
 }
 

@@ -31,6 +31,7 @@ use self::shard::{drain_actions, RtRef, ShardRt};
 use crate::clock::now_ms;
 use crate::error::EngineError;
 use crate::sms::SmsGateway;
+use crate::tls::session::TlsSession;
 
 /// Everything a running server needs, resolved (TLS loaded, gateway built).
 #[derive(Clone)]
@@ -490,7 +491,7 @@ fn on_accept(
             return;
         }
     };
-    let tls = match tls.map(|cfg| rustls::ServerConnection::new(cfg.clone())) {
+    let tls = match tls.map(|cfg| TlsSession::new(cfg.clone())) {
         None => None,
         Some(Ok(conn)) => Some(Box::new(conn)),
         Some(Err(e)) => {
@@ -508,7 +509,7 @@ fn spawn_conn(
     scratch: &Rc<RefCell<Scratch>>,
     id: tern_core::conn::ConnId,
     stream: TcpStream,
-    tls: Option<Box<rustls::ServerConnection>>,
+    tls: Option<Box<TlsSession>>,
 ) {
     glommio::spawn_local(conn::run(
         rt.clone(),

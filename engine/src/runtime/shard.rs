@@ -23,8 +23,10 @@ pub(crate) struct ConnSlot {
     pub(crate) waker: Option<Waker>,
     /// Flush, then close.
     pub(crate) close: bool,
-    /// Flush, then ship to another shard.
-    pub(crate) migrate: Option<(u16, MigrationState)>,
+    /// Flush, then ship to another shard. Boxed: the slot lives as long as
+    /// the connection and a move is a one-off at login, so the slot stays
+    /// small (32 bytes instead of 88).
+    pub(crate) migrate: Option<Box<(u16, MigrationState)>>,
 }
 
 impl ConnSlot {
@@ -98,7 +100,7 @@ pub(crate) fn drain_actions(rt: &RtRef, sms: &Arc<dyn SmsGateway>) {
                 }
                 Action::Migrate { conn, to, state } => {
                     let slot = r.slot(conn);
-                    slot.migrate = Some((to, state));
+                    slot.migrate = Some(Box::new((to, state)));
                     slot.wake();
                 }
                 Action::Mesh { to, msg } => {

@@ -8,9 +8,12 @@
 //! - [`config`]: a TLS 1.3-only `rustls::ServerConfig` (ring provider, ALPN
 //!   `tern/1`, no resumption state), plus a matching client config for tests
 //!   and tools that trust a given certificate.
+//! - `session`: one server-side session over rustls's unbuffered API, with
+//!   buffers owned by the caller so that an idle session holds none.
 
 pub mod cert;
 pub mod config;
+pub(crate) mod session;
 
 use std::fmt;
 use std::path::PathBuf;

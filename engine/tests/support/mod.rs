@@ -266,6 +266,24 @@ impl Raw {
         self.tls.flush().unwrap();
     }
 
+    /// Sends `first` and `second` as two TLS records, all in one socket
+    /// write except the last `held` bytes, which follow after a pause: the
+    /// server sees the second record cut in two.
+    pub fn send_split(&mut self, first: &[u8], second: &[u8], held: usize) {
+        let mut wire = Vec::new();
+        for plain in [first, second] {
+            // One `write_all` of at most 16 KiB is one record.
+            self.tls.conn.writer().write_all(plain).unwrap();
+            while self.tls.conn.wants_write() {
+                self.tls.conn.write_tls(&mut wire).unwrap();
+            }
+        }
+        let cut = wire.len() - held;
+        self.tls.sock.write_all(&wire[..cut]).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        self.tls.sock.write_all(&wire[cut..]).unwrap();
+    }
+
     /// The next frame, `None` on timeout or when the server closed.
     pub fn next(&mut self, timeout: Duration) -> Option<Seen> {
         let deadline = Instant::now() + timeout;
