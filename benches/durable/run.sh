@@ -14,6 +14,7 @@
 #
 #   bash benches/durable/run.sh                    # build, then measure
 #   bash benches/durable/run.sh --no-build --duration 10 --connections 1000
+#   bash benches/durable/run.sh --no-build --divisors "2 16 64"   # open-loop rates: saturation / each
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -22,12 +23,13 @@ DURATION=15
 OPEN_DURATION=15
 PROCS=2
 BUILD=1
+DIVISORS="2 4 8"
 PORT=${TERN_PORT:-17800}
 OPS_PORT=${OPS_PORT:-17801}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT=""
 
-usage() { sed -n '2,17p' "$0"; }
+usage() { sed -n "2,18p" "$0"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --connections|-c) CONNS=${2:?}; shift 2 ;;
@@ -35,6 +37,7 @@ while [[ $# -gt 0 ]]; do
     --open-duration) OPEN_DURATION=${2:?}; shift 2 ;;
     --procs) PROCS=${2:?}; shift 2 ;;
     --no-build) BUILD=0; shift ;;
+    --divisors) DIVISORS=${2:?}; shift 2 ;;
     --out) OUT=${2:?}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -132,7 +135,7 @@ say ""
 say "open loop, $OPEN_DURATION s each   achieved msgs/s   ServerAck p50/p99 µs   Deliver p50/p99 µs   receipt p50/p99 µs   server fdatasync p50/p99 µs (bucket bounds)   server cores   generator cores"
 FIRST_ACK_P99=""
 FIRST_FSYNC_P99=""
-for div in 2 4 8; do
+for div in $DIVISORS; do
   rate=$(awk -v s="$SAT" -v d="$div" 'BEGIN { printf "%d", s / d }')
   fsync_buckets >"$OUT/fsync-before-$div.txt"
   load "open-$div" --mode open --rate "$rate" -d "$OPEN_DURATION"
@@ -147,7 +150,7 @@ for div in 2 4 8; do
     "$(get "$n" .latency_us.deliver.p50)" "$(get "$n" .latency_us.deliver.p99)" \
     "$(get "$n" .latency_us.receipt.p50)" "$(get "$n" .latency_us.receipt.p99)" \
     "$f50" "$f99" "$(get "$n" .server.cpu_cores_busy)" "$gen_cores")"
-  if [[ $div == 2 ]]; then
+  if [[ -z $FIRST_ACK_P99 ]]; then
     FIRST_ACK_P99=$(get "$n" .latency_us.ack.p99)
     FIRST_FSYNC_P99=$f99
   fi
@@ -170,4 +173,4 @@ say "disk alone (commit_bench, 200-byte records): one record per write+fdatasync
 # A full cycle logs 4 records: the message, its ack, the delivered
 # receipt, the receipt's ack.
 say "ratios: durable records/s at saturation (4 per full cycle) / raw group commit at 256 per sync = $(awk -v s="$SAT" -v r="$RAW256_RATE" 'BEGIN { if (r > 0) printf "%.2f", 4 * s / r; else print "n/a" }')"
-say "        p99 send->ServerAck at half saturation - disk fdatasync p99 (commit_bench) = $(awk -v a="$ACK_P99" -v d="$DISK_P99" 'BEGIN { if (d != "") printf "%+.0f µs", a - d; else print "n/a" }'); server's own fdatasync p99 then <= $FIRST_FSYNC_P99 µs"
+say "        p99 send->ServerAck at the first rate (1/${DIVISORS%% *} of saturation) - disk fdatasync p99 (commit_bench) = $(awk -v a="$ACK_P99" -v d="$DISK_P99" 'BEGIN { if (d != "") printf "%+.0f µs", a - d; else print "n/a" }'); server's own fdatasync p99 then <= $FIRST_FSYNC_P99 µs"

@@ -26,6 +26,15 @@ use rand::RngCore;
 use tern_core::shard::{Shard, ShardConfig, TICK_MS};
 
 use self::conn::Scratch;
+
+/// Threads of each shard's blocking pool. glommio's default is one, pinned
+/// with the executor: the log writer's pwrite/fdatasync would then queue
+/// behind a reclaim scan of a whole segment, a read-back of queued bodies
+/// or an SMS gateway call that takes seconds, and every ServerAck with
+/// it. The log, the fetch and the reclaim task each run one job at a time,
+/// so four threads leave one for SMS calls; they are unpinned because they
+/// spend their time blocked in the kernel.
+const BLOCKING_THREADS_PER_SHARD: usize = 4;
 use self::mesh::{Envelope, MeshEnds};
 use self::shard::{drain_actions, RtRef, ShardRt};
 use crate::clock::now_ms;
@@ -180,6 +189,9 @@ pub fn start(cfg: RuntimeConfig) -> Result<ServerHandle, EngineError> {
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("tern-shard-{k}"))
+            .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(
+                BLOCKING_THREADS_PER_SHARD,
+            ))
             .spawn(move || async move { shard_main(ctx).await })
             .map_err(|e| EngineError::Start(format!("shard {k} executor: {e}")))?;
         let join = std::thread::Builder::new()

@@ -20,7 +20,8 @@
 //!   a later ack always lands after the copy), and once the copies are
 //!   durable the core is told where they now lie (`Shard::relocate`) and
 //!   the old segment is deleted;
-//! - otherwise it is kept and looked at again after [`RESCAN_INTERVAL_MS`].
+//! - otherwise it is kept, and read again (at most every
+//!   [`RESCAN_INTERVAL_MS`]) only while the log is over its budget.
 //!
 //! A crash between the copy and the delete leaves both on disk; replay
 //! restores each item once (see `Shard::replay`). Copying the current
@@ -72,6 +73,13 @@ pub(crate) fn budget_bytes(live_bytes: u64, segment_bytes: u64) -> u64 {
     LIVE_FACTOR
         .saturating_mul(live_bytes)
         .max(SEGMENTS_FLOOR.saturating_mul(segment_bytes))
+}
+
+/// Lets the shard's connections and I/O run between chunks: a plain
+/// `yield_if_needed` would keep the executor until its 100 ms preemption
+/// timer, which the ServerAcks waiting meanwhile would show as latency.
+async fn yield_to_connections() {
+    glommio::executor().yield_task_queue_now().await;
 }
 
 /// Decides for the oldest segment, given how many of its records are live,
@@ -159,8 +167,16 @@ fn candidate(rt: &RtRef, kept: Option<(u32, u64)>) -> Option<u32> {
         return None;
     }
     match kept {
-        Some((segment, at_ms)) if segment == oldest && now_ms() < at_ms + RESCAN_INTERVAL_MS => {
-            None
+        Some((segment, at_ms)) if segment == oldest => {
+            // Kept once already: reading it again pays only if copying
+            // would now happen (the log is over its budget), and not too
+            // often. Under budget, the next new oldest segment is looked
+            // at instead, when one comes.
+            let segment_bytes = u64::from(log.writer.options().segment_bytes_max);
+            let disk_bytes =
+                (log.writer.live_segments().count() as u64).saturating_mul(segment_bytes);
+            let over = disk_bytes > budget_bytes(r.core.live_log_bytes(), segment_bytes);
+            (over && now_ms() >= at_ms + RESCAN_INTERVAL_MS).then_some(oldest)
         }
         _ => Some(oldest),
     }
@@ -182,7 +198,7 @@ async fn reclaim_one(rt: &RtRef, segment: u32) -> Result<Option<u64>, String> {
                     .filter(|s| r.core.is_live(&s.record)),
             );
         }
-        glommio::yield_if_needed().await;
+        yield_to_connections().await;
     }
     let step = {
         let r = rt.borrow();
@@ -337,7 +353,7 @@ async fn copy_forward(rt: &RtRef, live: Vec<Scanned>) -> Option<u64> {
                 r.core.relocate(record, lsn.to_u64());
             }
         }
-        glommio::yield_if_needed().await;
+        yield_to_connections().await;
     }
     Some(copied)
 }
