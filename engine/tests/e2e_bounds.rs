@@ -424,7 +424,11 @@ fn log_backpressure_refuses_then_recovers_without_loss() {
     let mut refused = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while acked.len() < n {
-        assert!(std::time::Instant::now() < deadline, "{} acked", acked.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} acked",
+            acked.len()
+        );
         match a.next_event(Duration::from_millis(100)).unwrap() {
             Some(Event::Acked { client_msg_id, .. }) => {
                 acked.insert(client_msg_id);
