@@ -24,8 +24,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -35,7 +35,7 @@ use rustix::process::{prlimit, Pid, Resource, Rlimit};
 use tern_client::{Client, Credentials, DriverConfig, Event, MessageBody, Trust};
 use tern_wire::ErrorCode;
 
-use support::T;
+use support::{http_get, T};
 
 /// Deadline for an event the test waits for (start-up, a log line, a
 /// metric after its next tick). Generous: it is never reached when things
@@ -196,19 +196,6 @@ fn metric(text: &str, series: &str) -> Option<u64> {
 fn after<'a>(line: &'a str, prefix: &str) -> &'a str {
     let rest = &line[line.find(prefix).unwrap() + prefix.len()..];
     rest.split(' ').next().unwrap()
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, text)
 }
 
 /// From now on every write of the server at a file position >= 1 fails

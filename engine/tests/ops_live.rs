@@ -11,7 +11,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -21,20 +21,7 @@ use tern_engine::ops::admin::{admin_request, Reply, Request, Response};
 use tern_engine::ops::alerts::{AlertRule, AlertRules, AlertSettings};
 use tern_engine::server::OpsOptions;
 
-use support::{phones, TestServer, T};
-
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, text)
-}
+use support::{http_get, phones, TestServer, T};
 
 /// Sum of a metric over its shard series.
 fn metric(text: &str, name: &str) -> u64 {
