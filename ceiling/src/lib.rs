@@ -51,6 +51,9 @@ pub const ACCEPT_BACKOFF_MS: u64 = 50;
 pub const HELLO_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Default time a connection waits for its peer's hello.
 pub const PAIR_WAIT_MS_DEFAULT: u64 = 30_000;
+/// With port 0 and several cores: tries at finding a run of free
+/// consecutive ports before giving up.
+pub const PORT_SEARCH_ATTEMPTS_MAX: usize = 16;
 
 /// Every bound of the ceiling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -335,6 +338,15 @@ pub fn start(cfg: Config) -> Result<Handle, CeilingError> {
         threads: Vec::with_capacity(cfg.cores),
     };
     let mut next = cfg.listen;
+    // Port 0 with one port per core: find a free run first, held by
+    // SO_REUSEPORT sockets that never listen (so they take no
+    // connections) until every core has bound its own.
+    let mut reservation = Vec::new();
+    if cfg.listen.port() == 0 && !cfg.shared_port && cfg.cores > 1 {
+        let (base, held) = reserve_ports(cfg.listen, cfg.cores)?;
+        next = base;
+        reservation = held;
+    }
     for k in 0..cfg.cores {
         // One at a time: core 0 may pick the port the others follow.
         let (tx, rx) = mpsc::channel();
@@ -377,7 +389,56 @@ pub fn start(cfg: Config) -> Result<Handle, CeilingError> {
             Err(_) => {}
         }
     }
+    drop(reservation);
     Ok(handle)
+}
+
+/// Binds `count` consecutive ports from a kernel-chosen one (SO_REUSEPORT,
+/// not listening); retries when one of the run is taken.
+fn reserve_ports(
+    listen: SocketAddr,
+    count: usize,
+) -> Result<(SocketAddr, Vec<socket2::Socket>), CeilingError> {
+    let bind = |addr: SocketAddr| -> std::io::Result<socket2::Socket> {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        s.set_reuse_port(true)?;
+        s.bind(&addr.into())?;
+        Ok(s)
+    };
+    let err = |source| CeilingError::Bind {
+        addr: listen,
+        source,
+    };
+    for _ in 0..PORT_SEARCH_ATTEMPTS_MAX {
+        let first = bind(listen).map_err(err)?;
+        let base = first
+            .local_addr()
+            .map_err(err)?
+            .as_socket()
+            .ok_or_else(|| CeilingError::Config(format!("{listen}: not an IP address")))?;
+        let mut held = vec![first];
+        for k in 1..count {
+            let port = u16::try_from(usize::from(base.port()) + k).ok();
+            let Some(port) = port else { break };
+            let mut addr = base;
+            addr.set_port(port);
+            match bind(addr) {
+                Ok(s) => held.push(s),
+                Err(_) => break,
+            }
+        }
+        if held.len() == count {
+            return Ok((base, held));
+        }
+    }
+    Err(CeilingError::Config(format!(
+        "no {count} consecutive free ports found after {PORT_SEARCH_ATTEMPTS_MAX} tries; \
+         give --listen a port"
+    )))
 }
 
 struct CoreCtx {
